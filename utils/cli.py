@@ -1,0 +1,48 @@
+"""Command-line entry point: `python -m utils <command> --help`.
+
+Each command lives in the module that does the work. A module named in COMMANDS exposes
+`add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command
+runs (or when `--help` lists them), so `python -m utils check` does not import TensorFlow.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("utils.check", "validate a dataset folder and print a summary"),
+    "split": ("utils.splits", "write a lesion-grouped train/val/test (or k-fold) manifest"),
+    "download": ("utils.download", "download a dataset with resume and checksum verification"),
+    "synthetic": ("utils.synthetic", "generate the synthetic dataset in the HAM10000/ISIC layout"),
+    "balance": ("utils.balance", "augment the training split offline up to per-class targets"),
+    "train": ("utils.train", "train a classifier (two-stage fine-tuning or from scratch)"),
+    "evaluate": ("utils.evaluate", "metrics with confidence intervals and plots from predictions"),
+    "predict": ("utils.predict", "class probabilities for one image or a folder"),
+    "compare": ("utils.compare", "one table over all runs (CSV and markdown)"),
+    "reproduce": ("utils.reproduce", "the end-to-end job: data, split, balance, train, report"),
+}
+
+
+def build_parser(commands: dict[str, tuple[str, str]] = COMMANDS) -> argparse.ArgumentParser:
+    """The top-level parser with one sub-parser per command."""
+    parser = argparse.ArgumentParser(prog="python -m utils", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module_name, help_text) in commands.items():
+        module = importlib.import_module(module_name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # Import only the module of the command asked for (fast `check`, no TensorFlow import).
+    if argv and argv[0] in COMMANDS:
+        parser = build_parser({argv[0]: COMMANDS[argv[0]]})
+    else:
+        parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)

@@ -1,0 +1,212 @@
+"""Dataset facts, written once.
+
+Every class order, class count, URL, licence and citation in the repository comes from this
+module: readers, splits, models, metrics, tests and the README table read them from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about one public dataset."""
+
+    name: str  # registry key, e.g. "ham10000"
+    title: str  # human-readable name
+    classes: tuple[str, ...]  # label codes in index order (index = position)
+    class_names: Mapping[str, str]  # code -> full diagnosis name
+    counts: Mapping[str, int]  # official image count per class (whole dataset)
+    n_images: int  # official number of images
+    n_lesions: int | None  # distinct lesion_id values, where published
+    licence: str
+    citation: str
+    homepage: str
+    urls: Mapping[str, str] = field(default_factory=dict)  # file name -> download URL
+    md5: Mapping[str, str] = field(default_factory=dict)  # file name -> published md5
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def index_of(self, label: str) -> int:
+        """Index of a label code; raises ValueError naming the valid codes."""
+        try:
+            return self.classes.index(label)
+        except ValueError:
+            raise ValueError(
+                f"unknown {self.title} label {label!r}; valid labels: {', '.join(self.classes)}"
+            ) from None
+
+
+def _frozen(mapping: dict) -> Mapping:
+    return MappingProxyType(dict(mapping))
+
+
+HAM10000_DOI = "doi:10.7910/DVN/DBW86T"
+DATAVERSE_SERVER = "https://dataverse.harvard.edu"
+
+HAM10000 = DatasetInfo(
+    name="ham10000",
+    title="HAM10000",
+    classes=("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"),
+    class_names=_frozen(
+        {
+            "akiec": "actinic keratoses and intraepithelial carcinoma (Bowen's disease)",
+            "bcc": "basal cell carcinoma",
+            "bkl": "benign keratosis-like lesions",
+            "df": "dermatofibroma",
+            "mel": "melanoma",
+            "nv": "melanocytic nevi",
+            "vasc": "vascular lesions",
+        }
+    ),
+    counts=_frozen(
+        {"akiec": 327, "bcc": 514, "bkl": 1099, "df": 115, "mel": 1113, "nv": 6705, "vasc": 142}
+    ),
+    n_images=10015,
+    n_lesions=7470,
+    licence="CC BY-NC-SA 4.0 (non-commercial research use)",
+    citation=(
+        "Tschandl P, Rosendahl C, Kittler H. The HAM10000 dataset, a large collection of "
+        "multi-source dermatoscopic images of common pigmented skin lesions. Sci. Data 5, 180161 "
+        "(2018). doi:10.1038/sdata.2018.161; data: doi:10.7910/DVN/DBW86T"
+    ),
+    homepage=f"{DATAVERSE_SERVER}/dataset.xhtml?persistentId={HAM10000_DOI}",
+    urls=_frozen(
+        {
+            "dataset_json": (
+                f"{DATAVERSE_SERVER}/api/datasets/:persistentId/?persistentId={HAM10000_DOI}"
+            ),
+            "datafile": f"{DATAVERSE_SERVER}/api/access/datafile/{{file_id}}",
+        }
+    ),
+)
+
+# ISIC 2019 training ground truth: one-hot columns in this order (UNK has no training image).
+ISIC2019 = DatasetInfo(
+    name="isic2019",
+    title="ISIC 2019",
+    classes=("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC"),
+    class_names=_frozen(
+        {
+            "MEL": "melanoma",
+            "NV": "melanocytic nevus",
+            "BCC": "basal cell carcinoma",
+            "AK": "actinic keratosis",
+            "BKL": "benign keratosis",
+            "DF": "dermatofibroma",
+            "VASC": "vascular lesion",
+            "SCC": "squamous cell carcinoma",
+        }
+    ),
+    counts=_frozen(
+        {"MEL": 4522, "NV": 12875, "BCC": 3323, "AK": 867, "BKL": 2624, "DF": 239, "VASC": 253,
+         "SCC": 628}
+    ),
+    n_images=25331,
+    n_lesions=None,
+    licence="CC BY-NC 4.0 (non-commercial research use)",
+    citation=(
+        "Tschandl P et al., Sci. Data 5, 180161 (2018); Codella NCF et al., ISBI 2018, "
+        "arXiv:1710.05006; Combalia M et al., BCN20000, arXiv:1908.02288 (2019)"
+    ),
+    homepage="https://challenge.isic-archive.com/data/#2019",
+    urls=_frozen(
+        {
+            "ISIC_2019_Training_Input.zip": (
+                "https://isic-challenge-data.s3.amazonaws.com/2019/ISIC_2019_Training_Input.zip"
+            ),
+            "ISIC_2019_Training_GroundTruth.csv": (
+                "https://isic-challenge-data.s3.amazonaws.com/2019/"
+                "ISIC_2019_Training_GroundTruth.csv"
+            ),
+            "ISIC_2019_Training_Metadata.csv": (
+                "https://isic-challenge-data.s3.amazonaws.com/2019/ISIC_2019_Training_Metadata.csv"
+            ),
+        }
+    ),
+)
+ISIC2019_EXTRA_CLASSES: tuple[str, ...] = ("UNK",)  # present as a column, never as a training label
+
+# ISIC 2018 Task 3: the official held-out test set of HAM10000-trained models (1,512 images).
+ISIC2018_TASK3_COLUMNS: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
+ISIC2018_TASK3_TO_HAM: Mapping[str, str] = _frozen(
+    {"MEL": "mel", "NV": "nv", "BCC": "bcc", "AKIEC": "akiec", "BKL": "bkl", "DF": "df",
+     "VASC": "vasc"}
+)
+ISIC2018_TASK3_EXCLUDED: tuple[str, ...] = ("ISIC_0035068",)  # excluded by the official scorer
+ISIC2018_TASK3 = DatasetInfo(
+    name="isic2018_task3_test",
+    title="ISIC 2018 Task 3 test",
+    classes=HAM10000.classes,
+    class_names=HAM10000.class_names,
+    counts=_frozen({}),
+    n_images=1512,
+    n_lesions=None,
+    licence="CC BY-NC 4.0 (non-commercial research use)",
+    citation=(
+        "Codella NCF et al., Skin Lesion Analysis Toward Melanoma Detection 2018, "
+        "arXiv:1902.03368; Tschandl P et al., Sci. Data 5, 180161 (2018)"
+    ),
+    homepage="https://challenge.isic-archive.com/data/#2018",
+    urls=_frozen(
+        {
+            "ISIC2018_Task3_Test_Input.zip": (
+                "https://isic-challenge-data.s3.amazonaws.com/2018/ISIC2018_Task3_Test_Input.zip"
+            ),
+            "ISIC2018_Task3_Test_GroundTruth.zip": (
+                "https://isic-challenge-data.s3.amazonaws.com/2018/"
+                "ISIC2018_Task3_Test_GroundTruth.zip"
+            ),
+        }
+    ),
+)
+
+# DermaMNIST (MedMNIST v2): HAM10000 resized, labels in HAM10000 index order, official split.
+DERMAMNIST = DatasetInfo(
+    name="dermamnist",
+    title="DermaMNIST",
+    classes=HAM10000.classes,
+    class_names=HAM10000.class_names,
+    counts=HAM10000.counts,
+    n_images=10015,
+    n_lesions=None,
+    licence="CC BY-NC 4.0 (as HAM10000)",
+    citation=(
+        "Yang J et al. MedMNIST v2, a large-scale lightweight benchmark for 2D and 3D biomedical "
+        "image classification. Sci. Data 10, 41 (2023)"
+    ),
+    homepage="https://medmnist.com/",
+    urls=_frozen({}),  # filled in utils.download (Zenodo record)
+)
+
+# How HAM10000 codes relate to ISIC 2019 codes: HAM `akiec` is split into AK and SCC in ISIC 2019
+# (Bowen's disease, i.e. SCC in situ, is labelled SCC there).
+HAM_TO_ISIC2019: Mapping[str, tuple[str, ...]] = _frozen(
+    {"akiec": ("AK", "SCC"), "bcc": ("BCC",), "bkl": ("BKL",), "df": ("DF",), "mel": ("MEL",),
+     "nv": ("NV",), "vasc": ("VASC",)}
+)
+ISIC2019_TO_HAM: Mapping[str, str] = _frozen(
+    {isic: ham for ham, isics in HAM_TO_ISIC2019.items() for isic in isics}
+)
+
+DATASETS: Mapping[str, DatasetInfo] = _frozen(
+    {d.name: d for d in (HAM10000, ISIC2019, ISIC2018_TASK3, DERMAMNIST)}
+)
+
+# Columns of the tidy table every reader returns (see utils.readers), in this order.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "image_id", "path", "label", "label_index", "lesion_id", "age", "sex", "site",
+)
+
+
+def get_dataset(name: str) -> DatasetInfo:
+    """Dataset facts by name; raises ValueError listing the known names."""
+    key = name.lower().replace("-", "").replace("_", "")
+    for info in DATASETS.values():
+        if info.name.replace("_", "") == key:
+            return info
+    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
