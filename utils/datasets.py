@@ -180,7 +180,24 @@ DERMAMNIST = DatasetInfo(
         "image classification. Sci. Data 10, 41 (2023)"
     ),
     homepage="https://medmnist.com/",
-    urls=_frozen({}),  # filled in utils.download (Zenodo record)
+    # MedMNIST+ on Zenodo (record 10519652): one .npz per image size (28, 64, 128, 224 px);
+    # URLs and MD5s as medmnist/info.py (MedMNIST/MedMNIST, v3) records them in INFO["dermamnist"].
+    urls=_frozen(
+        {
+            name: f"https://zenodo.org/records/10519652/files/{name}?download=1"
+            for name in (
+                "dermamnist.npz", "dermamnist_64.npz", "dermamnist_128.npz", "dermamnist_224.npz",
+            )
+        }
+    ),
+    md5=_frozen(
+        {
+            "dermamnist.npz": "0744692d530f8e62ec473284d019b0c7",
+            "dermamnist_64.npz": "b70a2f5635c6199aeaa28c31d7202e1f",
+            "dermamnist_128.npz": "2defd784463fa5243564e855ed717de1",
+            "dermamnist_224.npz": "8974907d8e169bef5f5b96bc506ae45d",
+        }
+    ),
 )
 
 # How HAM10000 codes relate to ISIC 2019 codes: HAM `akiec` is split into AK and SCC in ISIC 2019
