@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from utils.errors import DataError
+
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("utils.check", "validate a dataset folder and print a summary"),
@@ -45,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except DataError as error:  # bad input: the message names the file/row and the fix
+        print(f"error: {error}", file=sys.stderr)
+        return 1

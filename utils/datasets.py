@@ -174,7 +174,7 @@ DERMAMNIST = DatasetInfo(
     counts=HAM10000.counts,
     n_images=10015,
     n_lesions=None,
-    licence="CC BY-NC 4.0 (as HAM10000)",
+    licence="CC BY-NC 4.0 (MedMNIST; derived from HAM10000, CC BY-NC-SA 4.0)",
     citation=(
         "Yang J et al. MedMNIST v2, a large-scale lightweight benchmark for 2D and 3D biomedical "
         "image classification. Sci. Data 10, 41 (2023)"
