@@ -1,0 +1,86 @@
+"""`predict`: probabilities for a folder, skipping (and naming) files that are not images."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from utils import cli, datasets, predict
+from utils.errors import DataError
+
+keras = pytest.importorskip("keras")
+
+
+def tiny_model(path, num_classes: int, size: int = 16, seed: int = 0):
+    """A small conv net on [0, 255] RGB input, saved as .keras (loads with safe_mode=True)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    model = keras.Model(inputs, outputs)
+    model.save(path)
+    return model
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("a.jpg", (40, 30)), ("b.png", (20, 20)), ("c.jpg", (64, 48))):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 200, dtype=np.uint8)))
+    return folder
+
+
+def test_folder_with_non_images_is_predicted_and_reported(tmp_path, image_folder, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model = tiny_model(run_dir / "model.keras", datasets.ISIC2019.num_classes)
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "isic2019", "image_size": 16}))
+    out = tmp_path / "out" / "predictions.csv"
+    assert cli.main(["predict", str(run_dir / "model.keras"), str(image_folder), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "notes.txt" in captured.err and "broken.jpg" in captured.err
+    frame = pd.read_csv(out)
+    assert frame["image_id"].tolist() == ["a", "b", "c"]
+    assert list(frame.columns) == ["image_id", "path", "predicted", *datasets.ISIC2019.classes]
+    probs = frame[list(datasets.ISIC2019.classes)].to_numpy()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # the probabilities are the model's on the pipeline's own preprocessing
+    from utils import pipeline
+
+    image = pipeline.load_image(str(image_folder / "c.jpg"), 16, "crop").numpy().astype("float32")
+    np.testing.assert_allclose(probs[2], model.predict(image[None], verbose=0)[0], rtol=1e-4, atol=1e-6)
+    assert not list(out.parent.glob("*.part"))
+
+
+def test_single_image_tta_and_dataset_option(tmp_path, image_folder):
+    model_path = tmp_path / "model.keras"
+    tiny_model(model_path, datasets.HAM10000.num_classes)
+    plain = predict.predict_path(model_path, image_folder / "a.jpg", dataset="ham10000")
+    assert len(plain) == 1 and list(plain.columns[3:]) == list(datasets.HAM10000.classes)
+    averaged = predict.predict_path(model_path, image_folder / "a.jpg", dataset="ham10000",
+                                    tta_views=("identity", "flip"))
+    assert not np.allclose(averaged.iloc[0, 3:].to_numpy(float), plain.iloc[0, 3:].to_numpy(float))
+
+
+def test_errors_are_clear(tmp_path, image_folder):
+    model_path = tmp_path / "model.keras"
+    tiny_model(model_path, 5)
+    with pytest.raises(ValueError, match="--dataset"):
+        predict.predict_path(model_path, image_folder)
+    only_text = tmp_path / "text"
+    only_text.mkdir()
+    (only_text / "x.txt").write_text("x")
+    tiny_model(model_path, 7)
+    with pytest.raises(DataError, match="none of the files"):
+        predict.predict_path(model_path, only_text)
+    with pytest.raises(DataError, match="no such image"):
+        predict.predict_path(model_path, tmp_path / "missing")
