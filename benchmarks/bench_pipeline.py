@@ -1,0 +1,171 @@
+"""Benchmark of the tf.data pipeline (a script, not a test): ratios measured side by side.
+
+    python benchmarks/bench_pipeline.py [--data-dir ../shared/data/HAM10000] [--size 96]
+
+(a) training images/s streaming JPEGs through utils.pipeline / training from in-memory tensors,
+    same model, size and batches (target >= 0.95);
+(b) peak resident memory (ru_maxrss of a child process) training MobileNetV2 at 224 px for a few
+    steps and then streaming one full pass over all HAM10000 images vs over 1,000 of them
+    (target: flat, <= 10 % more, and <= 3 GB), and the same steps without any pipeline.
+Needs the real HAM10000 folder (../shared/data/HAM10000 or --data-dir); skips with a message
+where it is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from utils import paths
+
+DEFAULT_BACKBONE = "mobilenetv2"
+
+
+def default_data_dir() -> Path | None:
+    shared = paths.shared_data_dir()
+    return shared / "HAM10000" if shared is not None else None
+
+
+def _table(data_dir: Path, n_images: int | None, seed: int = 0):
+    from utils import readers
+
+    table = readers.read_table(data_dir)
+    if n_images is not None and n_images < len(table):
+        table = table.sample(n=n_images, random_state=seed).reset_index(drop=True)
+    return table
+
+
+def _in_memory_dataset(frame, size: int, batch_size: int, num_classes: int, seed: int):
+    """The same images decoded once into one uint8 array, then fed from memory."""
+    import numpy as np
+    import tensorflow as tf
+
+    from utils import pipeline
+
+    images = np.concatenate([batch[0].astype("uint8") for batch in pipeline.make_dataset(
+        frame, size, 256, False, num_classes).as_numpy_iterator()])
+    labels = frame["label_index"].to_numpy("int32")
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(len(frame), seed=seed)
+    data = data.map(lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)))
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def throughput(data_dir: Path, size: int, n_images: int, batch_size: int, rounds: int) -> dict:
+    """(a) seconds per epoch of the same model on streamed vs in-memory batches, interleaved."""
+    import keras
+
+    from utils import datasets, models, pipeline
+
+    keras.utils.set_random_seed(0)
+    frame = _table(data_dir, n_images)
+    classes = datasets.HAM10000.num_classes
+    streamed = pipeline.make_dataset(frame, size, batch_size, True, classes, seed=0)
+    memory = _in_memory_dataset(frame, size, batch_size, classes, seed=0)
+    model = models.build_classifier(DEFAULT_BACKBONE, classes, weights=None, image_size=size)
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    model.fit(memory, epochs=1, verbose=0)  # tracing, excluded
+    times = {"streamed": [], "memory": []}
+    for _ in range(rounds):  # interleaved so machine load hits both alike
+        for name, data in (("streamed", streamed), ("memory", memory)):
+            started = time.perf_counter()
+            model.fit(data, epochs=1, verbose=0)
+            times[name].append(time.perf_counter() - started)
+    best = {name: min(values) for name, values in times.items()}
+    return {"images": len(frame), "size": size,
+            "streamed_img_s": len(frame) / best["streamed"],
+            "memory_img_s": len(frame) / best["memory"],
+            "ratio": best["memory"] / best["streamed"]}
+
+
+def memory_child(data_dir: Path, n_images: int | None, size: int, steps: int) -> dict:
+    """(b) in a child: train a few steps at `size`, then stream one full pass; peak RSS."""
+    import keras
+
+    from utils import datasets, models, pipeline
+
+    frame = _table(data_dir, n_images)
+    classes = datasets.HAM10000.num_classes
+    data = pipeline.make_dataset(frame, size, 32, True, classes, seed=0)
+    model = models.build_classifier(DEFAULT_BACKBONE, classes, weights=None, image_size=size)
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    started, seen = time.perf_counter(), 0
+    for images, _ in data:  # one full pass: every file of the manifest is read and decoded
+        seen += int(images.shape[0])
+    return {"images": len(frame), "streamed": seen, "pass_s": time.perf_counter() - started,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def baseline_child(size: int, steps: int) -> dict:
+    """The same training steps on random in-memory tensors (no files, no pipeline): the RSS
+    the model and TensorFlow need by themselves."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from utils import datasets, models
+
+    classes = datasets.HAM10000.num_classes
+    images = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype("float32")
+    labels = keras.utils.to_categorical(np.arange(32) % classes, classes)
+    data = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    model = models.build_classifier(DEFAULT_BACKBONE, classes, weights=None, image_size=size)
+    model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy")
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=0)
+    return {"images": 0, "streamed": 0, "pass_s": 0.0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _run_child(data_dir: Path, n_images: int | None, size: int, steps: int) -> dict:
+    command = [sys.executable, __file__, "--child", "--data-dir", str(data_dir), "--size",
+               str(size), "--steps", str(steps)]
+    if n_images is not None:
+        command += ["--images", str(n_images)]  # 0: the no-pipeline baseline
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--size", type=int, default=96, help="image size of the throughput test")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=8, help="training steps of the memory test")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.data_dir is None or not Path(args.data_dir).is_dir():
+        print("SKIPPED: HAM10000 not found (../shared/data/HAM10000 or --data-dir); the "
+              "benchmark needs the real 10,015-image folder")
+        return 0
+    if args.child:
+        result = (baseline_child(args.size, args.steps) if args.images == 0 else
+                  memory_child(args.data_dir, args.images, args.size, args.steps))
+        print(json.dumps(result))
+        return 0
+    a = throughput(args.data_dir, args.size, args.images or 1024, 32, args.rounds)
+    print(f"(a) MobileNetV2 @ {a['size']} px, {a['images']} images, batch 32: streamed JPEGs "
+          f"{a['streamed_img_s']:.1f} img/s, in-memory tensors {a['memory_img_s']:.1f} img/s; "
+          f"ratio streamed/in-memory = {a['ratio']:.3f} (target >= 0.95)")
+    small = _run_child(args.data_dir, 1000, 224, args.steps)
+    full = _run_child(args.data_dir, None, 224, args.steps)
+    base = _run_child(args.data_dir, 0, 224, args.steps)
+    print(f"(b) MobileNetV2 @ 224 px, {args.steps} training steps + one full streamed pass: peak "
+          f"RSS {small['peak_rss_mb']:.0f} MB with {small['images']} images "
+          f"({small['pass_s']:.0f} s pass), {full['peak_rss_mb']:.0f} MB with {full['images']} "
+          f"images ({full['pass_s']:.0f} s pass); ratio all/1,000 = "
+          f"{full['peak_rss_mb'] / small['peak_rss_mb']:.3f} (target <= 1.10, and <= 3,072 MB)")
+    print(f"    same steps on random in-memory tensors (no files, no pipeline): "
+          f"{base['peak_rss_mb']:.0f} MB, so the pipeline over all images adds "
+          f"{full['peak_rss_mb'] - base['peak_rss_mb']:+.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

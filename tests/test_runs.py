@@ -1,0 +1,33 @@
+"""utils.runs: run-folder naming, creation without clashes, listing and loading."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from utils import runs
+from utils.config import TrainConfig, smoke_config
+
+
+def test_new_run_dir_name_and_no_clash(tmp_path):
+    config = smoke_config("mobilenetv2").resolve(gpu_visible=False)
+    first = runs.new_run_dir(config, root=tmp_path)
+    second = runs.new_run_dir(config, root=tmp_path)
+    assert re.fullmatch(r"\d{8}-\d{6}-synthetic-mobilenetv2-32", first.name)
+    assert second != first and second.is_dir()
+    with pytest.raises(ValueError, match="resolve"):
+        runs.run_name(TrainConfig())
+
+
+def test_list_and_load_runs(tmp_path):
+    config = smoke_config("mobilenetv2").resolve(gpu_visible=False)
+    folder = runs.new_run_dir(config, root=tmp_path)
+    assert runs.list_runs(tmp_path) == []  # no config.json yet: not a run
+    config.save(folder / "config.json")
+    (folder / "history.csv").write_text("epoch,val_balanced_accuracy\n0,0.5\n")
+    assert runs.list_runs(tmp_path) == [folder]
+    run = runs.load_run(folder)
+    assert run.config == config and run.info == {} and not run.complete
+    assert list(run.history["val_balanced_accuracy"]) == [0.5]
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        runs.load_run(tmp_path / "nothing")

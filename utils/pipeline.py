@@ -1,0 +1,224 @@
+"""tf.data input pipeline: manifest rows -> batches of (float32 [0, 255] images, one-hot labels).
+
+Images are streamed from disk (never one array of the whole dataset): parallel decode (JPEGs
+decoded at 1/2, 1/4 or 1/8 scale when much larger than the target, about 2x faster), resize by a
+policy, optional on-disk cache of the resized images, seeded shuffle re-done every epoch, online
+augmentation before batching, batching and prefetch.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from utils import paths
+
+AUTOTUNE = tf.data.AUTOTUNE
+RESIZE_POLICIES = ("crop", "pad", "squash")
+CACHE_SHUFFLE_BUFFER = 2048  # shuffle buffer (of decoded images) after an on-disk cache
+
+
+def decode_image(data: tf.Tensor, image_size: int) -> tf.Tensor:
+    """Decode JPEG/PNG/BMP/GIF bytes to uint8 HxWx3; JPEGs at the largest 1/ratio scale whose
+    shorter side still covers `image_size`."""
+
+    def jpeg() -> tf.Tensor:
+        shape = tf.image.extract_jpeg_shape(data)
+        shorter = tf.minimum(shape[0], shape[1])
+        ratio_index = tf.cast(shorter >= 8 * image_size, tf.int32) + tf.cast(
+            shorter >= 4 * image_size, tf.int32) + tf.cast(shorter >= 2 * image_size, tf.int32)
+        branches = [lambda r=r: tf.io.decode_jpeg(data, channels=3, ratio=r) for r in (1, 2, 4, 8)]
+        return tf.switch_case(ratio_index, branches)
+
+    def other() -> tf.Tensor:
+        return tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), b"\xff\xd8")
+    image = tf.cond(is_jpeg, jpeg, other)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_image(image: tf.Tensor, image_size: int, policy: str = "crop") -> tf.Tensor:
+    """Resize uint8 HxWx3 to image_size^2 uint8: crop (keep aspect, centre crop), pad (keep
+    aspect, centre on black) or squash (ignore aspect)."""
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize_policy={policy!r}; choose one of {', '.join(RESIZE_POLICIES)}")
+    size = tf.constant(image_size, tf.float32)
+    if policy == "squash":
+        target = tf.constant([image_size, image_size])
+    else:
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        side = tf.reduce_min(hw) if policy == "crop" else tf.reduce_max(hw)
+        target = tf.cast(tf.math.round(hw * size / side), tf.int32)
+        target = tf.maximum(target, 1)
+    resized = tf.image.resize(image, target, method="bilinear", antialias=True)
+    if policy != "squash":
+        resized = tf.image.resize_with_crop_or_pad(resized, image_size, image_size)
+    resized = tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+    resized.set_shape([image_size, image_size, 3])
+    return resized
+
+
+def load_image(path: tf.Tensor, image_size: int, policy: str = "crop") -> tf.Tensor:
+    """Read, decode and resize one image file to uint8 image_size x image_size x 3."""
+    return resize_image(decode_image(tf.io.read_file(path), image_size), image_size, policy)
+
+
+def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """Cache file keyed by a hash of the image paths (in order), size and resize policy."""
+    digest = hashlib.sha256()
+    for path in frame["path"].astype(str):
+        digest.update(path.encode("utf-8") + b"\n")
+    digest.update(f"{image_size}|{policy}".encode())
+    folder = Path(cache_dir) if cache_dir is not None else paths.interim_dir() / "cache"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}"
+
+
+def _is_keras_layer(augment: Any) -> bool:
+    import keras
+
+    return isinstance(augment, keras.layers.Layer)
+
+
+def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: int,
+                   resize_policy: str, cache_dir: str | os.PathLike | None,
+                   cache: bool) -> tf.data.Dataset:
+    """(uint8 image, int label) pairs; shuffled (seeded, every epoch) when training."""
+    files = frame["path"].astype(str).to_numpy()
+    labels = frame["label_index"].astype("int32").to_numpy()
+    dataset = tf.data.Dataset.from_tensor_slices((files, labels))
+
+    def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return load_image(path, image_size, resize_policy), label
+
+    if cache:
+        # Cache the decoded, resized images in file order, then shuffle a bounded buffer.
+        dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
+        dataset = dataset.cache(str(cache_path(frame, image_size, resize_policy, cache_dir)))
+        if training:
+            dataset = dataset.shuffle(min(len(frame), CACHE_SHUFFLE_BUFFER), seed=seed,
+                                      reshuffle_each_iteration=True)
+        return dataset
+    if training:
+        # Shuffle file names (small) over the whole split before decoding: memory stays flat.
+        dataset = dataset.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
+    return dataset.map(load, num_parallel_calls=AUTOTUNE)
+
+
+def _balanced_dataset(frame: pd.DataFrame, image_size: int, seed: int, resize_policy: str,
+                      cache_dir: str | os.PathLike | None, cache: bool) -> tf.data.Dataset:
+    """An endless stream drawing every present class with equal probability."""
+    per_class = []
+    for offset, (_, rows) in enumerate(sorted(frame.groupby("label_index"))):
+        per_class.append(
+            _image_dataset(rows, image_size, True, seed + offset, resize_policy, cache_dir,
+                           cache).repeat()
+        )
+    weights = [1.0 / len(per_class)] * len(per_class)
+    return tf.data.Dataset.sample_from_datasets(per_class, weights=weights, seed=seed)
+
+
+def _takes_element_seed(augment: Callable) -> bool:
+    try:
+        return "element_seed" in inspect.signature(augment).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _apply_augment(dataset: tf.data.Dataset, augment: Callable, seed: int) -> tf.data.Dataset:
+    """Map `augment` over (image, label); a callable taking `element_seed` gets one per element
+    from a seeded random stream (new each epoch), so parallel maps stay reproducible."""
+    if not _takes_element_seed(augment):
+        return dataset.map(lambda image, label: (augment(image), label),
+                           num_parallel_calls=AUTOTUNE)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return tf.data.Dataset.zip((dataset, seeds)).map(
+        lambda pair, element_seed: (augment(pair[0], element_seed=element_seed), pair[1]),
+        num_parallel_calls=AUTOTUNE)
+
+
+def make_dataset(
+    frame: pd.DataFrame,
+    image_size: int,
+    batch_size: int,
+    training: bool,
+    num_classes: int,
+    seed: int = 0,
+    augment: Callable[[tf.Tensor], tf.Tensor] | Any | None = None,
+    resize_policy: str = "crop",
+    cache_dir: str | os.PathLike | None = None,
+    cache: bool | None = None,
+    balanced: bool = False,
+    deterministic: bool = True,
+) -> tf.data.Dataset:
+    """Batches of (float32 images in [0, 255], one-hot float32 labels) from manifest rows.
+
+    training: shuffle every epoch (seeded) and apply `augment`; evaluation keeps the row order.
+    augment: a callable on one uint8 HxWx3 image (applied before batching), or a Keras layer /
+        model (applied to float batches in-graph). Ignored when not training.
+    cache / cache_dir: cache the resized images on disk (default folder data/interim/cache/);
+        `cache` defaults to True when `cache_dir` is given.
+    balanced: training only - an endless stream with equal class probabilities (give
+        `steps_per_epoch` to fit); the alternative to class weights.
+    """
+    if len(frame) == 0:
+        raise ValueError("make_dataset: the manifest selection is empty (no rows to load)")
+    bad = frame.loc[(frame["label_index"] < 0) | (frame["label_index"] >= num_classes)]
+    if len(bad):
+        raise ValueError(
+            f"make_dataset: label_index {int(bad['label_index'].iloc[0])} of image "
+            f"{bad.iloc[0].get('image_id', bad.index[0])!r} is outside 0..{num_classes - 1}"
+        )
+    use_cache = bool(cache) if cache is not None else cache_dir is not None
+    if balanced and training:
+        dataset = _balanced_dataset(frame, image_size, seed, resize_policy, cache_dir, use_cache)
+    else:
+        dataset = _image_dataset(frame, image_size, training, seed, resize_policy, cache_dir,
+                                 use_cache)
+    layer_augment = augment is not None and _is_keras_layer(augment)
+    if training and augment is not None and not layer_augment:
+        dataset = _apply_augment(dataset, augment, seed)
+
+    def to_float(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        return tf.cast(image, tf.float32), tf.one_hot(label, num_classes, dtype=tf.float32)
+
+    dataset = dataset.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    if training and layer_augment:
+        dataset = dataset.map(
+            lambda images, labels: (
+                tf.clip_by_value(tf.cast(augment(images, training=True), tf.float32), 0.0, 255.0),
+                labels),
+            num_parallel_calls=AUTOTUNE,
+        )
+    options = tf.data.Options()
+    options.deterministic = deterministic
+    return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def steps_for(n_images: int, batch_size: int) -> int:
+    """Batches per epoch covering n_images once."""
+    return max(1, math.ceil(n_images / batch_size))
+
+
+def class_weights(labels: Any, num_classes: int) -> dict[int, float]:
+    """sklearn-style balanced weights n / (k * count_c) over the k classes present; absent
+    classes get 1.0 (they never occur, the value is irrelevant)."""
+    labels = np.asarray(labels, dtype=int)
+    if labels.size == 0:
+        raise ValueError("class_weights: no labels (empty training split)")
+    counts = np.bincount(labels, minlength=num_classes)
+    present = int((counts > 0).sum())
+    return {
+        index: (float(labels.size / (present * counts[index])) if counts[index] else 1.0)
+        for index in range(num_classes)
+    }
