@@ -8,4 +8,3 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r requirements.txt
-.venv/bin/python -m ipykernel install --user --name python3 >/dev/null 2>&1 || true

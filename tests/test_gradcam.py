@@ -1,5 +1,6 @@
-"""Grad-CAM: heatmaps (shape, range, the closed form for a GAP head), overlay, localisation metrics
-on hand-made maps and masks, mask lookup and geometry, and the per-class localisation table."""
+"""Grad-CAM: heatmaps (shape, range, the closed form for a GAP head, the logit score under a
+saturated softmax, localising a bright square), overlay, localisation metrics on hand-made maps
+and masks, mask lookup and geometry, and the per-class localisation table."""
 
 from __future__ import annotations
 
@@ -164,9 +165,9 @@ def mobilenet() -> keras.Model:
 
 
 def test_gradcam_equals_the_closed_form_for_a_gap_head(mobilenet):
-    """MobileNetV2's Grad-CAM layer (out_relu) feeds GAP -> Dense -> softmax directly, so
-    d p_c / d A_k(i, j) = p_c (W[k, c] - sum_j p_j W[k, j]) / (H W) at every position: Grad-CAM
-    is ReLU(sum_k alpha_k A_k) with those alphas, computed here without any autodiff."""
+    """MobileNetV2's Grad-CAM layer (out_relu) feeds GAP -> Dense directly and the score is the
+    class logit z_c = sum_k W[k, c] mean_ij A_k(i, j) + b_c, so d z_c / d A_k(i, j) = W[k, c] / HW
+    at every position: Grad-CAM is ReLU(sum_k W[k, c] A_k) (CAM), computed here without autodiff."""
     images = _images(64)
     probabilities = keras.ops.convert_to_numpy(mobilenet(images, training=False))
     classes = probabilities.argmax(axis=1)  # passed explicitly; the predicted class
@@ -179,24 +180,93 @@ def test_gradcam_equals_the_closed_form_for_a_gap_head(mobilenet):
     activations = keras.ops.convert_to_numpy(conv(x))
     weights = mobilenet.get_layer("predictions").get_weights()[0]  # (channels, classes)
     _, height, width, _ = activations.shape
-    rows = np.arange(len(images))
-    p = probabilities[rows, classes][:, None]
-    alphas = p * (weights[:, classes].T - probabilities @ weights.T) / (height * width)
+    alphas = weights[:, classes].T / (height * width)
     cams = np.maximum(np.einsum("nhwk,nk->nhw", activations, alphas), 0)
     peaks = cams.max(axis=(1, 2), keepdims=True)
     cams = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0)
     expected = tf.image.resize(cams[..., None], (64, 64), method="bilinear").numpy()[..., 0]
-    # the predicted class's map is never blank: its logit exceeds the probability-weighted mean
-    assert (peaks > 0).all()
+    assert (peaks > 0).all()  # these maps are not blank, so the comparison below is not vacuous
     np.testing.assert_allclose(heatmaps, np.clip(expected, 0, 1), atol=1e-4)
     np.testing.assert_allclose(gradcam(mobilenet, images), heatmaps)  # None = predicted class
+
+
+def test_gradcam_ignores_a_saturated_softmax(mobilenet):
+    """Scaling the head by 1000 and adding a bias of 1e4 to class 0 saturates the softmax (p = 1.0
+    exactly in float32, so d p / d A = 0): the logit's maps are unchanged (a positive scale and the
+    bias cancel), neither blank nor constant."""
+    images = _images(64, n=2, seed=3)
+    head = mobilenet.get_layer("predictions")
+    kernel, bias = head.get_weights()
+    before = gradcam(mobilenet, images, class_index=0)
+    try:
+        head.set_weights([kernel * 1000.0, bias + np.array([1e4, 0, 0], "float32")])
+        probabilities = keras.ops.convert_to_numpy(mobilenet(images, training=False))
+        assert (probabilities[:, 0] == 1.0).all()
+        explainer = grad_model(mobilenet)  # shares the head's variables: no stale copy
+        with tf.GradientTape() as tape:
+            activations, logits = explainer(images, training=False)
+            probability = tf.nn.softmax(logits)[:, 0]
+        assert float(tf.reduce_max(tf.abs(tape.gradient(probability, activations)))) == 0.0
+        saturated = gradcam(mobilenet, images, class_index=0, explainer=explainer)
+    finally:
+        head.set_weights([kernel, bias])
+    np.testing.assert_allclose(saturated, before, atol=1e-4)
+    np.testing.assert_allclose(saturated.max(axis=(1, 2)), 1.0, atol=1e-6)
+    assert (saturated.std(axis=(1, 2)) > 0.05).all()
+
+
+def _bright_square(corner: tuple[int, int] | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A dark noisy 64x64 image with a bright 16x16 square at `corner` (None: no square), and its
+    mask."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(70, 10, (64, 64, 3))
+    mask = np.zeros((64, 64), bool)
+    if corner is not None:
+        mask[corner[0] : corner[0] + 16, corner[1] : corner[1] + 16] = True
+        image[mask] = rng.normal(230, 10, (int(mask.sum()), 3))
+    return image.clip(0, 255).astype("float32"), mask
+
+
+def test_gradcam_localises_a_bright_square_under_a_saturated_softmax():
+    """A VGG16 whose class-0 evidence is the bright square: the head reads the block5 channels the
+    square raises (probed at three other positions and noise seeds), scaled so that p = 1.0 exactly.
+    The probability's gradient vanishes, yet the logit's Grad-CAM (block3_conv3, 16x16 grid)
+    peaks on the square at four new positions and holds more than its share of the energy."""
+    keras.utils.set_random_seed(0)
+    model = build_classifier("VGG16", 3, image_size=64)
+    explainer = grad_model(model)  # block5_conv3: 4x4 cells of 16 px
+    probe = []
+    for seed, corner in enumerate([(0, 0), (48, 48), (16, 32)]):
+        image, _ = _bright_square(corner, seed)
+        plain, _ = _bright_square(None, seed)
+        cell = (corner[0] // 16, corner[1] // 16)
+        raised = explainer(np.stack([image, plain]), training=False)[0].numpy()[:, cell[0], cell[1]]
+        probe.append(raised[0] - raised[1])
+    head = model.get_layer("predictions")
+    kernel = np.zeros_like(head.get_weights()[0])
+    kernel[:, 0] = 1000.0 * np.mean(probe, axis=0)
+    head.set_weights([kernel, np.array([0.0, -100.0, -100.0], "float32")])
+
+    corners = [(0, 48), (48, 0), (24, 24), (32, 8)]
+    images, masks = map(np.stack, zip(*(_bright_square(c, 7) for c in corners), strict=True))
+    assert (keras.ops.convert_to_numpy(model(images, training=False))[:, 0] == 1.0).all()
+    with tf.GradientTape() as tape:
+        activations, logits = explainer(images, training=False)
+        probability = tf.nn.softmax(logits)[:, 0]
+    assert float(tf.reduce_max(tf.abs(tape.gradient(probability, activations)))) == 0.0
+    heatmaps = gradcam(model, images, class_index=0, layer_name="block3_conv3")
+    for heat, mask in zip(heatmaps, masks, strict=True):
+        assert heat.std() > 0.1
+        assert pointing_game(heat, mask, tolerance=0)
+        assert energy_inside(heat, mask) > 1.15 * mask.mean()
 
 
 def test_gradcam_on_vgg16_shapes_range_and_class_choice():
     model = build_classifier("VGG16", 4, image_size=32)
     images = _images(32, n=2, seed=1)
-    activations, predictions = grad_model(model)(images, training=False)
+    activations, logits = grad_model(model)(images, training=False)
     assert tuple(activations.shape) == (2, 2, 2, 512)  # block5_conv3 at 32 px
+    predictions = tf.nn.softmax(logits)  # the head's pre-activation output
     np.testing.assert_allclose(predictions, model(images, training=False), rtol=1e-5, atol=1e-7)
 
     predicted = gradcam(model, images)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("utils.evaluate", "metrics with confidence intervals and plots from predictions"),
     "predict": ("utils.predict", "class probabilities for one image or a folder"),
     "compare": ("utils.compare", "one table over all runs (CSV and markdown)"),
+    "audit": ("utils.audit", "leakage audit: published protocol vs lesion-grouped protocol"),
     "reproduce": ("utils.reproduce", "the end-to-end job: data, split, balance, train, report"),
 }
 

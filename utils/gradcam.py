@@ -10,7 +10,10 @@
 Grad-CAM (Selvaraju et al. 2017): the activations A of the backbone's last convolutional layer
 (Backbone.last_conv_layer) are weighted by the spatial mean of d score / d A, summed over channels,
 passed through a ReLU, scaled to [0, 1] per image and resized to the input resolution. The score
-differentiated is the softmax probability of the chosen class (the models have no logits output).
+differentiated is the chosen class's logit, the class score before the softmax, as in the paper: the
+head Dense(softmax) is replayed without its activation (same, shared kernel and bias). The softmax
+probability would saturate on a confident model (p = 1 - 1e-9), its gradients vanish and the maps
+turn blank or uniform. With the models' GAP -> Dense head this is exactly CAM (Zhou et al. 2016).
 
 Masks: HAM10000 lesion segmentations (ISIC 2018 task 1) at
 <root>/HAM10000_segmentations_lesion_200x150/<image_id>_segmentation.png, or the synthetic
@@ -42,34 +45,56 @@ POLICY_ALIASES = {"stretch": "squash"}  # older name of pipeline's "squash"
 
 
 def grad_model(model: keras.Model, layer_name: str | None = None) -> keras.Model:
-    """A model returning (activations of `layer_name` in the backbone, predictions).
+    """A model returning (activations of `layer_name` in the backbone, class logits (float32)).
 
     The backbone is a nested sub-model, so its inner layer cannot be reached from the outer graph
     directly (Keras 3): the backbone is re-wrapped with two outputs and the classifier's chain of
-    layers (preprocessing -> backbone -> head) is replayed around it. Weights are shared.
+    layers (preprocessing -> backbone -> head) is replayed around it. The last layer, the
+    Dense(softmax) head, is replayed as features @ kernel + bias on its own variables (no
+    activation), so the logits follow the model's weights; softmax(logits) are its predictions.
     """
+    head = _logit_head(model)
     base = backbone_of(model)
     layer_name = layer_name or backbone_spec_of(model).last_conv_layer
     inner = keras.Model(base.inputs, [base.get_layer(layer_name).output, base.output])
     inputs = keras.Input(shape=model.input_shape[1:], dtype="float32")
     x, activations = inputs, None
-    for layer in model.layers:
+    for layer in model.layers[:-1]:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if layer is base:
             activations, x = inner(x)
         else:
             x = layer(x)
-    return keras.Model(inputs, [activations, x])
+    # the variables themselves (float32, also under mixed precision), not copies: a later
+    # training step or load_weights shows in the explainer's logits
+    logits = keras.ops.matmul(keras.ops.cast(x, head.kernel.dtype), head.kernel)
+    if head.use_bias:
+        logits = keras.ops.add(logits, head.bias)
+    return keras.Model(inputs, [activations, logits])
 
 
-def _class_indices(class_index, predictions: np.ndarray) -> np.ndarray:
-    n = predictions.shape[0]
+def _logit_head(model: keras.Model) -> keras.layers.Dense:
+    """The classifier's last layer, a Dense with a softmax (or no) activation, whose pre-activation
+    output is the logits."""
+    head = model.layers[-1]
+    activation = getattr(getattr(head, "activation", None), "__name__", None)
+    if not isinstance(head, keras.layers.Dense) or activation not in ("softmax", "linear"):
+        raise ValueError(
+            f"Grad-CAM needs a classifier ending in a Dense softmax head (build_classifier); the "
+            f"last layer of {model.name!r} is {head.name!r} ({type(head).__name__}, activation "
+            f"{activation})"
+        )
+    return head
+
+
+def _class_indices(class_index, scores: np.ndarray) -> np.ndarray:
+    n = scores.shape[0]
     if class_index is None:
-        return predictions.argmax(axis=1)
+        return scores.argmax(axis=1)
     indices = np.broadcast_to(np.asarray(class_index, dtype=int), (n,))
-    if indices.min() < 0 or indices.max() >= predictions.shape[1]:
-        raise ValueError(f"class_index {class_index!r} outside 0..{predictions.shape[1] - 1}")
+    if indices.min() < 0 or indices.max() >= scores.shape[1]:
+        raise ValueError(f"class_index {class_index!r} outside 0..{scores.shape[1] - 1}")
     return indices
 
 
@@ -103,11 +128,13 @@ def gradcam(
 def _explain(
     explainer: keras.Model, batch: np.ndarray, class_index
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(heatmaps (N, H, W) in [0, 1], predictions (N, classes)) for one batch, one forward pass."""
+    """(heatmaps (N, H, W) in [0, 1], predictions (N, classes)) for one batch, one forward pass;
+    the score differentiated is the chosen class's logit, the predictions are softmax(logits)."""
     with tf.GradientTape() as tape:
-        activations, predictions = explainer(tf.convert_to_tensor(batch), training=False)
-        chosen = _class_indices(class_index, predictions.numpy())
-        scores = tf.gather(tf.cast(predictions, tf.float32), chosen, axis=1, batch_dims=1)
+        activations, logits = explainer(tf.convert_to_tensor(batch), training=False)
+        logits = tf.cast(logits, tf.float32)
+        chosen = _class_indices(class_index, logits.numpy())
+        scores = tf.gather(logits, chosen, axis=1, batch_dims=1)
     gradients = tf.cast(tape.gradient(scores, activations), tf.float32)
     activations = tf.cast(activations, tf.float32)
     channel_weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
@@ -115,7 +142,7 @@ def _explain(
     peak = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
     cams = tf.math.divide_no_nan(cams, peak)
     heatmaps = tf.image.resize(cams[..., None], batch.shape[1:3], method="bilinear")[..., 0]
-    return np.clip(heatmaps.numpy(), 0.0, 1.0), predictions.numpy()
+    return np.clip(heatmaps.numpy(), 0.0, 1.0), tf.nn.softmax(logits).numpy()
 
 
 def overlay(
@@ -211,6 +238,7 @@ def localisation_scores(
     batch_size: int = 16,
     tolerance: float = 5.0,
     class_index: str = "true",
+    layer_name: str | None = None,
 ) -> pd.DataFrame:
     """Per-image Grad-CAM localisation: image_id, label, label_index, predicted_index,
     energy_inside, pointing_hit.
@@ -226,7 +254,7 @@ def localisation_scores(
             f"localisation_scores needs a TABLE with columns {sorted(missing)} (missing)"
         )
     size = image_size or int(model.input_shape[1])
-    explainer = grad_model(model)
+    explainer = grad_model(model, layer_name)  # default: the registry's last conv layer
     rows = []
     for start in tqdm(range(0, len(frame), batch_size), desc="Grad-CAM", unit="batch", leave=False):
         chunk = frame.iloc[start : start + batch_size]
