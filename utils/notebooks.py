@@ -136,3 +136,46 @@ def iter_repository_notebooks(root: str | os.PathLike) -> Iterable[Path]:
     root = Path(root)
     for folder in ("Data_Augmentated", "Models"):
         yield from sorted((root / folder).glob("*.ipynb"))
+
+
+def load_spec(family: str):
+    """The notebook spec module scripts/notebooks/<family>.py (it builds the notebooks)."""
+    import importlib.util
+
+    from utils import paths
+
+    path = paths.repo_root() / "scripts" / "notebooks" / f"{family}.py"
+    spec = importlib.util.spec_from_file_location(f"notebook_spec_{family}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no notebook spec at {paths.display(path)}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sources(notebook: nbformat.NotebookNode | str | os.PathLike) -> list[tuple[str, str, tuple]]:
+    """(cell type, source, tags) of every cell: what a notebook *says*, outputs aside."""
+    if not isinstance(notebook, nbformat.NotebookNode):
+        notebook = nbformat.read(str(notebook), as_version=4)
+    return [(cell.cell_type, cell.source, tuple(cell.get("metadata", {}).get("tags", [])))
+            for cell in notebook.cells]
+
+
+def output_problems(notebook: nbformat.NotebookNode | str | os.PathLike,
+                    machine_root: str) -> list[str]:
+    """Why committed outputs would be unacceptable: machine paths, errors, real image ids."""
+    import re
+
+    if not isinstance(notebook, nbformat.NotebookNode):
+        notebook = nbformat.read(str(notebook), as_version=4)
+    problems = []
+    for index, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []):
+            text = json.dumps(output)
+            if machine_root in text:
+                problems.append(f"cell {index}: output holds the machine path {machine_root}")
+            if output.get("output_type") == "error":
+                problems.append(f"cell {index}: output is an error ({output.get('ename')})")
+            if re.search(r"ISIC_\d{7}", text):
+                problems.append(f"cell {index}: output names a real ISIC image (real data)")
+    return problems
