@@ -121,6 +121,13 @@ def model_card(run_dir: Path, job: JobConfig, result: dict[str, Any], manifest: 
         lines.append(f"| {name} | {_ci(result['metrics'].get(name))} | "
                      f"{_ci(result.get('tta', {}).get('metrics', {}).get(name))} | "
                      f"{_ci(result.get('calibration', {}).get('metrics', {}).get(name))} |")
+    classes = result["classes"]
+    lines += ["", "Confusion matrix (test, counts; rows = true class, columns = predicted; "
+              "a tied maximum counts as no prediction):", "",
+              "| true \\ predicted | " + " | ".join(classes) + " |",
+              "|---|" + "---|" * len(classes)]
+    lines += [f"| {label} | " + " | ".join(str(int(v)) for v in row[:len(classes)]) + " |"
+              for label, row in zip(classes, result["confusion_matrix"])]
     if "calibration" in result:
         cal = result["calibration"]
         lines += ["", f"Temperature {cal['temperature']:.3f} (fitted on validation): expected "
@@ -136,7 +143,10 @@ def model_card(run_dir: Path, job: JobConfig, result: dict[str, Any], manifest: 
                   "|---|---|---|---|---|"]
         lines += [f"| {r.label} | {r.n_images} | {r.energy_inside:.3f} | {r.pointing_game:.3f} | "
                   f"{r.mask_fraction:.3f} |" for r in localisation.itertuples()]
-        lines += ["", "A uniform heatmap would score the lesion share in the energy column."]
+        lines += ["", "A uniform heatmap would score the lesion share in the energy column. "
+                  f"Grad-CAM reads the registry's last convolutional layer, whose grid is only "
+                  f"about {config.image_size} / 32 cells a side at this input size: coarse maps "
+                  "localise poorly."]
     lines += ["", "## Intended use and limits",
               "Research and teaching only; not a medical device. Trained on "
               + ("synthetic images: these numbers show that the pipeline works, not how well "
