@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print("SKIPPED: ../shared/data is absent (a fresh clone); this benchmark needs the real "
               "HAM10000 copies described in data/README.md")
         return 0
-    print(f"{os.cpu_count()} CPU cores (shared with other jobs: treat rates as sizes); "
-          f"Keras {__import__('keras').__version__}, OpenCV {__import__('cv2').__version__}")
+    print(f"{os.cpu_count()} CPU cores (rates vary by about 30 % between runs: compare the "
+          f"ratios, measured side by side); Keras {__import__('keras').__version__}, OpenCV {__import__('cv2').__version__}")
     large = readers.read_ham10000(shared / "HAM10000_originals_sample")
     small = readers.read_ham10000(shared / "HAM10000").sort_values("image_id").head(300)
     with tempfile.TemporaryDirectory(prefix="bench_balance_") as tmp:

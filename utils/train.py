@@ -360,9 +360,11 @@ def run_info(started: float, config: TrainConfig, run_dir: Path, strategy: Any) 
     import tensorflow as tf
 
     history = pd.read_csv(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else None
+    previous = run_dir / "run_info.json"  # a resumed run adds the time of its earlier sessions
+    earlier = json.loads(previous.read_text()).get("duration_s", 0.0) if previous.is_file() else 0.0
     gpus = tf.config.list_physical_devices("GPU")
     return {
-        "duration_s": round(time.time() - started, 2),
+        "duration_s": round(earlier + time.time() - started, 2),
         "device": f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
         "replicas": int(strategy.num_replicas_in_sync),
         "platform": platform.platform(),
