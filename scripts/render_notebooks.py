@@ -23,8 +23,10 @@ from utils import notebooks, paths
 # be assumed), small images and few epochs so all notebooks render in minutes on a CPU.
 RENDER_PARAMETERS: dict[str, dict] = {
     "Data_Augmentated": {"SMOKE": False},
-    "Models/comparison.ipynb": {"SMOKE": True},
-    "Models": {"WEIGHTS": None, "IMAGE_SIZE": 75, "EPOCHS": 3, "SMOKE": False},
+    "Models/comparison.ipynb": {"SMOKE": False, "RUNS_DIR": "runs/rendered",  # the runs below
+                                "OUT": "runs/rendered/comparison"},
+    "Models": {"WEIGHTS": None, "IMAGE_SIZE": 75, "EPOCHS": 3, "SMOKE": False,
+               "RUNS_DIR": "runs/rendered"},
 }
 
 
@@ -37,7 +39,7 @@ def parameters_for(path: Path) -> dict:
 
 
 def clean(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Keep outputs, drop papermill/timing metadata, restore the committed sources and ids."""
+    """Keep outputs (less stderr), drop papermill/timing metadata, restore sources and ids."""
     notebook.metadata.pop("papermill", None)
     cells = [c for c in notebook.cells if "injected-parameters" not in c.metadata.get("tags", [])]
     if len(cells) != len(source.cells):
@@ -45,6 +47,9 @@ def clean(notebook: nbformat.NotebookNode, source: nbformat.NotebookNode) -> nbf
     for cell, original in zip(cells, source.cells):
         cell.metadata = original.metadata
         cell.source = original.source
+        if cell.cell_type == "code":  # stderr holds progress bars and library warnings only
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     notebook.cells = cells
     return notebooks.normalise(notebook)
 
