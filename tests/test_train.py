@@ -142,3 +142,18 @@ def test_short_run_on_real_ham10000_layout(ham_real, tmp_path):
     assert (manifest.groupby("lesion_id")["split"].nunique() == 1).all()
     assert all((run_dir / name).is_file() for name in RUN_FILES)
     _check_predictions(run_dir)
+
+
+def test_checkpoint_metric_is_the_reported_balanced_accuracy():
+    """The callback's balanced accuracy equals utils.metrics' (a tied maximum counts as wrong)."""
+    from utils import metrics
+    from utils.train import balanced_accuracy
+
+    y_true = np.array([0, 0, 1, 1, 2])
+    probs = np.array([[0.8, 0.1, 0.1], [0.5, 0.5, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8],
+                      [0.1, 0.1, 0.8]])
+    # class 0: 1 of 2 (the tie is wrong), class 1: 1 of 2, class 2: 1 of 1
+    assert balanced_accuracy(y_true, probs) == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    reported = metrics.evaluate_arrays(y_true, probs, ("a", "b", "c"), n_boot=0)
+    assert balanced_accuracy(y_true, probs) == pytest.approx(
+        reported["metrics"]["balanced_accuracy"]["value"])

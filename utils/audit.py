@@ -124,13 +124,11 @@ def train_config(config: AuditConfig, manifest_path: Path) -> TrainConfig:
 def run_protocol(protocol: str, table: pd.DataFrame, config: AuditConfig,
                  work_dir: Path) -> dict[str, Any]:
     """Build one protocol's manifest, train, evaluate its own test split; returns a summary."""
-    from utils import evaluate, train
+    from utils import evaluate, splits, train
 
     build = paper_manifest if protocol == "paper" else lesion_manifest
     manifest = build(table, config, work_dir / f"{protocol}-augmented")
     manifest_path = work_dir / f"{protocol}-manifest.csv"
-    from utils import splits
-
     splits.save_manifest(manifest, manifest_path)
     run_dir = work_dir / f"{protocol}-run"
     started = time.time()

@@ -153,10 +153,13 @@ def configure_devices(config: TrainConfig) -> Any:
 
 # --------------------------------------------------------------------------- callbacks
 def balanced_accuracy(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """Mean per-class recall over the classes present in y_true (argmax prediction)."""
-    predicted = np.asarray(probs).argmax(axis=1)
-    recalls = [np.mean(predicted[y_true == c] == c) for c in np.unique(y_true)]
-    return float(np.mean(recalls))
+    """utils.metrics' balanced accuracy (tied maxima count as wrong, as the ISIC scorer), so the
+    checkpoint monitors exactly the metric the evaluation reports."""
+    from utils import metrics
+
+    matrices = metrics.confusion_matrices(y_true, metrics.predicted_labels(probs),
+                                          np.asarray(probs).shape[1])
+    return float(metrics.rates_from_confusion(matrices)["balanced_accuracy"][0])
 
 
 def _validation_callback_class():
