@@ -10,7 +10,8 @@ Side by side in one run, on the same source images and the same number of genera
   2022. Keras names each file `{prefix}_{index}_{np.random.randint(1e4)}.{format}`; with one image
   per flow the index is always 0, so all copies of a class share 10,000 possible names and
   later ones silently overwrite earlier ones (we use one prefix per class folder, as published).
-- ours: `utils.balance.balance` (OpenCV/scikit-image transforms, JPEG q95, atomic writes, one
+- ours: `utils.augmentation.balance.balance` (OpenCV/scikit-image transforms, JPEG q95, atomic
+  writes, one
   process and `--workers` processes).
 Prints images/s of each, the ratio, and how many files each lost (expected − files on disk).
 Data: ../shared/data/HAM10000_originals_sample (600x450) and ../shared/data/HAM10000 (200x150).
@@ -29,8 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from utils import balance, paths, readers  # noqa: E402
-from utils.augment import AugmentConfig  # noqa: E402
+from utils import paths
+from utils.augmentation import balance
+from utils.augmentation.transforms import AugmentConfig  # noqa: E402
+from utils.data import readers  # noqa: E402
 
 
 def published_method(sources: list[str], count: int, out_dir: Path, seed: int = 0) -> float:
@@ -102,8 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         print("SKIPPED: ../shared/data is absent (a fresh clone); this benchmark needs the real "
               "HAM10000 copies described in data/README.md")
         return 0
-    print(f"{os.cpu_count()} CPU cores (rates vary by about 30 % between runs: compare the "
-          f"ratios, measured side by side); Keras {__import__('keras').__version__}, OpenCV {__import__('cv2').__version__}")
+    print(
+        f"{os.cpu_count()} CPU cores (rates vary by about 30 % between runs: compare the "
+        f"ratios, measured side by side); Keras {__import__('keras').__version__}, "
+        f"OpenCV {__import__('cv2').__version__}"
+    )
     large = readers.read_ham10000(shared / "HAM10000_originals_sample")
     small = readers.read_ham10000(shared / "HAM10000").sort_values("image_id").head(300)
     with tempfile.TemporaryDirectory(prefix="bench_balance_") as tmp:

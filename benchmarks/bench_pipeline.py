@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pipeline.py [--data-dir ../shared/data/HAM10000] [--size 96]
 
-(a) training images/s streaming JPEGs through utils.pipeline / training from in-memory tensors,
+(a) training images/s streaming JPEGs through utils.training.pipeline / training from in-memory
+    tensors,
     same model, size and batches (target >= 0.95);
 (b) peak resident memory (ru_maxrss of a child process) training MobileNetV2 at 224 px for a few
     steps and then streaming one full pass over all HAM10000 images vs over 1,000 of them
@@ -31,7 +32,7 @@ def default_data_dir() -> Path | None:
 
 
 def _table(data_dir: Path, n_images: int | None, seed: int = 0):
-    from utils import readers
+    from utils.data import readers
 
     table = readers.read_table(data_dir)
     if n_images is not None and n_images < len(table):
@@ -44,7 +45,7 @@ def _in_memory_dataset(frame, size: int, batch_size: int, num_classes: int, seed
     import numpy as np
     import tensorflow as tf
 
-    from utils import pipeline
+    from utils.training import pipeline
 
     images = np.concatenate([batch[0].astype("uint8") for batch in pipeline.make_dataset(
         frame, size, 256, False, num_classes).as_numpy_iterator()])
@@ -58,7 +59,8 @@ def throughput(data_dir: Path, size: int, n_images: int, batch_size: int, rounds
     """(a) seconds per epoch of the same model on streamed vs in-memory batches, interleaved."""
     import keras
 
-    from utils import datasets, models, pipeline
+    from utils.data import datasets
+    from utils.training import models, pipeline
 
     keras.utils.set_random_seed(0)
     frame = _table(data_dir, n_images)
@@ -90,7 +92,8 @@ def memory_child(data_dir: Path, n_images: int | None, size: int, steps: int) ->
     """(b) in a child: train a few steps at `size`, then stream one full pass; peak RSS."""
     import keras
 
-    from utils import datasets, models, pipeline
+    from utils.data import datasets
+    from utils.training import models, pipeline
 
     frame = _table(data_dir, n_images)
     classes = datasets.HAM10000.num_classes
@@ -112,7 +115,8 @@ def baseline_child(size: int, steps: int) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from utils import datasets, models
+    from utils.data import datasets
+    from utils.training import models
 
     classes = datasets.HAM10000.num_classes
     images = np.random.default_rng(0).uniform(0, 255, (32, size, size, 3)).astype("float32")

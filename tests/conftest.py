@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
 import pytest
 
 from utils import paths
+from utils.data.manifest import save_manifest
 
 SHARED_MISSING = (
     "../shared/data is absent (a fresh clone): real-data tests need the HAM10000 / ISIC 2019 "
@@ -40,7 +39,7 @@ def isic2019_real(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_ham(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 300-image synthetic HAM10000-layout dataset (read-only by convention: copy to modify)."""
-    from utils import synthetic
+    from utils.data import synthetic
 
     root = tmp_path_factory.mktemp("synthetic") / "HAM10000"
     synthetic.generate_ham10000(root, n_images=300, seed=0)
@@ -50,33 +49,34 @@ def synthetic_ham(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_isic2019(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 120-image synthetic ISIC 2019-layout dataset."""
-    from utils import synthetic
+    from utils.data import synthetic
 
     root = tmp_path_factory.mktemp("synthetic") / "ISIC_2019"
     synthetic.generate_isic2019(root, n_images=120, seed=0)
     return root
 
 
-def _make_run(root: Path, data_dir: Path, image_size: int = 24, seed: int = 0,
+def _make_run(root: Path, data_dir: Path, image_size: int = 32, seed: int = 0,
              epochs: int = 2) -> Path:
-    """A run folder in the RUN FOLDER layout from a tiny conv net really trained on synthetic
-    HAM10000 images: config, manifest, history, model, predictions_{val,test}, run_info."""
+    """A run folder written by the training code's own writers (prepare_run, the manifest,
+    the CSV history, finish_run) around a tiny conv net really trained on synthetic HAM10000
+    images (a backbone would cost minutes): config, manifest, history, model, predictions,
+    run_info."""
     import keras
 
-    from utils import datasets, fileio, pipeline, readers, splits
-    from utils.config import TrainConfig
-    from utils.train import predictions_frame
+    from utils.data import readers, splits
+    from utils.training import pipeline, runs, train
+    from utils.training.config import TrainConfig
 
     started = time.time()
     config = TrainConfig(dataset="synthetic", data_dir=str(data_dir), backbone="mobilenetv2",
                          image_size=image_size, weights=None, epochs=epochs, batch_size=32,
                          seed=seed)
-    run_dir = root / f"20260101-00000{seed}-synthetic-tiny-{image_size}"
-    run_dir.mkdir(parents=True)
-    config.save(run_dir / "config.json")
+    config, run_dir = train.prepare_run(
+        config, root / f"20260101-00000{seed}-synthetic-tiny-{image_size}")
     manifest = splits.lesion_split(readers.read_ham10000(data_dir), seed=seed)
-    splits.save_manifest(manifest, run_dir / "manifest.csv")
-    classes, k = datasets.HAM10000.classes, datasets.HAM10000.num_classes
+    save_manifest(manifest, run_dir / runs.MANIFEST)
+    k = train.dataset_info(config).num_classes
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((image_size, image_size, 3))
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
@@ -87,18 +87,9 @@ def _make_run(root: Path, data_dir: Path, image_size: int = 24, seed: int = 0,
     data = {s: pipeline.make_dataset(manifest[manifest["split"] == s], image_size, 32,
                                      training=(s == "train"), num_classes=k, seed=seed)
             for s in ("train", "val", "test")}
-    history = model.fit(data["train"], validation_data=data["val"], epochs=epochs, verbose=0,
-                        shuffle=False)
-    fileio.write_csv(run_dir / "history.csv",
-                     pd.DataFrame(history.history).assign(epoch=range(epochs)))
-    model.save(run_dir / "model.keras")
-    for split in ("val", "test"):
-        rows = manifest[manifest["split"] == split]
-        fileio.write_csv(run_dir / f"predictions_{split}.csv",
-                         predictions_frame(rows, model.predict(data[split], verbose=0), classes))
-    fileio.write_json(run_dir / "run_info.json", {"duration_s": round(time.time() - started, 2),
-                                                  "epochs_completed": epochs})
-    return run_dir
+    model.fit(data["train"], validation_data=data["val"], epochs=epochs, verbose=0,
+              shuffle=False, callbacks=[keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY))])
+    return train.finish_run(model, data, manifest, config, run_dir, started)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from utils import audit, readers
+from utils.data import readers
+from utils.studies import audit
 
 
 def test_cap_per_class_keeps_whole_lesions_and_respects_the_cap(synthetic_ham):

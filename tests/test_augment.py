@@ -1,5 +1,6 @@
-"""Transforms of utils.augment: shape/dtype, determinism, reflected borders, colour constancy,
-composition records, online (tf.numpy_function) and Keras-layer augmentation, AugmentMode plans."""
+"""Transforms of utils.augmentation.transforms: shape/dtype, determinism, reflected borders,
+colour constancy,
+composition records, online (tf.numpy_function) and Keras-layer augmentation, augment modes."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import augment
-from utils.augment import AugmentConfig
+from utils.augmentation import modes
+from utils.augmentation import transforms as augment
+from utils.augmentation.transforms import AugmentConfig
 from utils.errors import DataError
 
 
@@ -159,17 +161,15 @@ def _manifest(with_augmented: bool) -> pd.DataFrame:
     return rows
 
 
-def test_plan_augmentation_modes():
+def test_augment_modes_choose_rows_and_online_augmentation():
     balanced, plain = _manifest(True), _manifest(False)
-    none = augment.plan_augmentation("none", balanced)
-    assert none.online is None and not none.manifest["augmented"].any() and len(none.manifest) == 3
-    online = augment.plan_augmentation("online", plain)
-    assert callable(online.online) and len(online.manifest) == 3
-    offline = augment.plan_augmentation("offline", balanced)
-    assert offline.online is None and len(offline.manifest) == 4
-    both = augment.plan_augmentation("both", balanced, online_backend="keras")
-    assert both.online.name == "augment" and len(both.manifest) == 4
+    assert len(modes.training_rows("none", balanced)) == 3
+    assert len(modes.training_rows("online", plain)) == 3
+    assert len(modes.training_rows("offline", balanced)) == 4
+    assert len(modes.training_rows("both", balanced)) == 4
+    assert [modes.uses_online(m) for m in modes.AUGMENT_MODES] == [False, True, False, True]
+    assert [modes.uses_offline(m) for m in modes.AUGMENT_MODES] == [False, False, True, True]
     with pytest.raises(DataError, match="python -m utils balance"):
-        augment.plan_augmentation("offline", plain)
+        modes.training_rows("offline", plain)
     with pytest.raises(ValueError, match="unknown augment mode"):
-        augment.plan_augmentation("sometimes", plain)
+        modes.training_rows("sometimes", plain)

@@ -6,7 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from utils.backbones import CaffePreprocess, get_backbone, list_backbones, preprocessing_layers
+from utils.training.backbones import (
+    CaffePreprocess,
+    get_backbone,
+    list_backbones,
+    preprocessing_layers,
+)
 
 REQUIRED = {
     "VGG16",

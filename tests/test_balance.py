@@ -1,4 +1,5 @@
-"""Offline balancing (utils.balance): exact per-class counts, traceability to training images only,
+"""Offline balancing (utils.augmentation.balance): exact per-class counts, traceability to
+training images only,
 raw data untouched, idempotence, resume after a kill, byte-identical output, clear errors."""
 from __future__ import annotations
 
@@ -13,14 +14,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from utils import balance, cli, fileio, readers, splits
+from utils import cli, fileio
+from utils.augmentation import balance
+from utils.data import readers, splits
+from utils.data.manifest import load_manifest, save_manifest
 from utils.errors import DataError
 
 
 @pytest.fixture(scope="module")
 def split_csv(synthetic_ham: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = splits.lesion_split(readers.read_table(synthetic_ham), seed=0)
-    return splits.save_manifest(manifest, tmp_path_factory.mktemp("split") / "manifest.csv")
+    return save_manifest(manifest, tmp_path_factory.mktemp("split") / "manifest.csv")
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +47,8 @@ def _image_digest(out_dir: Path) -> dict[str, str]:
 
 def test_max_target_gives_exact_counts_and_traceable_files(balanced_run, split_csv):
     result, _ = balanced_run
-    split = splits.load_manifest(split_csv)
-    frame = balance.read_manifest(result.manifest_path)
+    split = load_manifest(split_csv)
+    frame = load_manifest(result.manifest_path)
     counts = balance.class_counts(frame)
     largest = split.loc[split["split"] == "train", "label"].value_counts().max()
     assert result.complete and (counts["train_total"] == largest).all()
@@ -107,13 +111,13 @@ def test_interrupted_run_resumes_to_exact_and_identical_output(balanced_run, spl
         (path.parent / f".{path.name}.abc123.part").write_bytes(b"\xff\xd8 truncated")
     done = balance.balance(split_csv, out_dir, target="max", seed=0, workers=1, progress=False)
     expected_total = sum(done.targets.values()) - sum(
-        balance.train_counts_of(splits.load_manifest(split_csv)).values())
+        balance.train_counts_of(load_manifest(split_csv)).values())
     assert done.complete and done.skipped == 150 - len(lost)
     assert done.created == expected_total - done.skipped
     assert not list(out_dir.rglob("*.part"))
     # byte-identical to the uninterrupted run made with 2 worker processes
     assert _image_digest(out_dir) == _image_digest(result.out_dir)
-    frame = balance.read_manifest(done.manifest_path)
+    frame = load_manifest(done.manifest_path)
     assert (balance.class_counts(frame)["train_total"] == list(done.targets.values())).all()
 
 
@@ -135,7 +139,7 @@ def test_killed_process_resumes(split_csv, tmp_path):
     assert not (out_dir / balance.MANIFEST_NAME).exists()
     done = balance.balance(split_csv, out_dir, target=250, seed=3, workers=1, progress=False)
     assert done.skipped >= 30 and done.complete
-    frame = balance.read_manifest(done.manifest_path)
+    frame = load_manifest(done.manifest_path)
     assert (balance.class_counts(frame)["train_total"] == 250).all()
     assert len(list((out_dir / "images").rglob("*.jpg"))) == int(frame["augmented"].sum())
     # every image decodes (none half-written)
@@ -154,20 +158,20 @@ def test_same_seed_byte_identical_other_seed_differs(split_csv, tmp_path):
     assert digests[0] == digests[1] and digests[0] != digests[2]
     manifests = [r.manifest_path.read_text().replace(str(r.out_dir), "OUT") for r in runs[:2]]
     assert manifests[0] == manifests[1]
-    counts = balance.class_counts(balance.read_manifest(runs[0].manifest_path))
+    counts = balance.class_counts(load_manifest(runs[0].manifest_path))
     assert counts.loc["df", "train_total"] == 20 and counts.loc["vasc", "train_total"] == 15
     assert (counts.drop(index=["df", "vasc"])["train_augmented"] == 0).all()
     # the same folder accepts a smaller target: extra images go, the rest stay byte-identical
     smaller = balance.balance(split_csv, runs[0].out_dir, target={"df": 12}, seed=4, workers=1,
                               progress=False)
-    frame = balance.read_manifest(smaller.manifest_path)
+    frame = load_manifest(smaller.manifest_path)
     on_disk = sorted(str(p) for p in (runs[0].out_dir / "images").rglob("*.jpg"))
     assert smaller.created == 0 and on_disk == sorted(frame.loc[frame["augmented"], "path"])
     assert balance.class_counts(frame).loc["df", "train_total"] == 12
 
 
 def test_clear_errors(split_csv, tmp_path):
-    split = splits.load_manifest(split_csv)
+    split = load_manifest(split_csv)
     below = r"target 5 for class '\w+' is below its \d+ training images"
     with pytest.raises(DataError, match=below):
         balance.balance(split, tmp_path / "x", target=5, workers=1, progress=False)
@@ -190,7 +194,7 @@ def test_clear_errors(split_csv, tmp_path):
 
 def test_audit_catches_leaks(balanced_run):
     result, _ = balanced_run
-    frame = balance.read_manifest(result.manifest_path)
+    frame = load_manifest(result.manifest_path)
     val_row = frame.loc[frame["split"] == "val"].iloc[0]
     first_aug = frame.index[frame["augmented"]][0]
     leaky = frame.copy()
@@ -215,11 +219,11 @@ def test_cli_balance(split_csv, tmp_path, capsys):
                      "--workers", "1", "--image-size", "64"]) == 0
     printed = capsys.readouterr().out
     assert "balanced_manifest.csv" in printed and "df" in printed
-    frame = balance.read_manifest(tmp_path / "cli" / balance.MANIFEST_NAME)
+    frame = load_manifest(tmp_path / "cli" / balance.MANIFEST_NAME)
     augmented = frame.loc[frame["augmented"]]
     assert len(augmented) == 12 - int(((frame["label"] == "df") & (frame["split"] == "train")
                                        & ~frame["augmented"]).sum())
-    from utils.augment import read_rgb
+    from utils.augmentation.transforms import read_rgb
 
     assert min(read_rgb(augmented["path"].iloc[0]).shape[:2]) == 64
 
@@ -235,7 +239,7 @@ def test_real_ham10000_two_classes(ham_real, tmp_path):
     digest_before = {p: fileio.md5sum(p) for p in sources}
     result = balance.balance(small, tmp_path / "real", target=target, seed=0, workers=1,
                              progress=False)
-    frame = balance.read_manifest(result.manifest_path)
+    frame = load_manifest(result.manifest_path)
     counts = balance.class_counts(frame)
     assert counts.loc["df", "train_total"] == target["df"]
     assert counts.loc["vasc", "train_total"] == target["vasc"]

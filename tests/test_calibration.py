@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import calibration, datasets
+from utils.data import datasets
+from utils.evaluation import calibration
 
 HAM = datasets.HAM10000.classes
 

@@ -7,8 +7,10 @@ import time
 import pandas as pd
 import pytest
 
-from utils import check, cli, fileio, splits
-from utils.datasets import HAM10000
+from utils import cli, fileio
+from utils.data import check
+from utils.data.datasets import HAM10000
+from utils.data.manifest import load_manifest
 
 
 @pytest.mark.real_data
@@ -25,7 +27,7 @@ def test_check_and_split_on_real_ham10000_fast_and_read_only(ham_real, tmp_path,
         assert any(line.split()[:2] == [label, str(count)] for line in output.splitlines())
     assert "total   10015     7470" in output and "200x150: 10015" in output
     assert cli.main(["split", str(ham_real), str(tmp_path / "manifest.csv")]) == 0
-    assert len(splits.load_manifest(tmp_path / "manifest.csv")) == 10015
+    assert len(load_manifest(tmp_path / "manifest.csv")) == 10015
     assert fileio.tree_digest(ham_real) == before
 
 

@@ -1,12 +1,13 @@
-"""utils.config: validation, presets, smoke preset, JSON round trip, resolve() from the registry."""
+"""utils.training.config: validation, presets, smoke preset, JSON round trip, resolve() from the
+registry."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from utils import backbones
-from utils.config import PRESETS, TrainConfig, preset, smoke_config
+from utils.training import backbones
+from utils.training.config import PRESETS, TrainConfig, preset, smoke_config
 
 
 def test_json_round_trip_every_preset(tmp_path):
@@ -21,11 +22,11 @@ def test_json_round_trip_every_preset(tmp_path):
 def test_every_field_has_a_comment():
     import inspect
 
-    from utils import config as module
+    from utils.training import config as module
 
     lines = inspect.getsource(module.TrainConfig).splitlines()
     for item in dataclasses.fields(TrainConfig):
-        line = next(l for l in lines if l.strip().startswith(f"{item.name}:"))
+        line = next(text for text in lines if text.strip().startswith(f"{item.name}:"))
         assert "#" in line, f"field {item.name} has no comment"
 
 

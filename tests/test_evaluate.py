@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from utils import cli, datasets, evaluate, fileio
+from utils import cli
+from utils.evaluation import evaluate
 
 keras = pytest.importorskip("keras")
 
@@ -32,7 +32,9 @@ def test_evaluate_run_folder_with_tta_and_calibration(run_dir, capsys):
     assert np.array(result["confusion_matrix"]).sum() == len(test)
     assert result["tta"]["views"] and "calibration" in result
     # calibration keeps the argmax, so balanced accuracy is unchanged
-    assert result["calibration"]["metrics"]["balanced_accuracy"]["value"] == pytest.approx(stats["value"])
+    assert result["calibration"]["metrics"]["balanced_accuracy"]["value"] == pytest.approx(
+        stats["value"]
+    )
     tta_frame = pd.read_csv(run_dir / "predictions_test_tta.csv")
     assert tta_frame["image_id"].tolist() == test["image_id"].tolist()
     table = pd.read_csv(run_dir / "metrics.csv")

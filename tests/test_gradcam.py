@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from utils.data import download
 from utils.errors import DataError
-from utils.gradcam import (
+from utils.evaluation.gradcam import (
     energy_inside,
     grad_model,
     gradcam,
@@ -23,7 +24,7 @@ from utils.gradcam import (
     pointing_game,
     summarise_localisation,
 )
-from utils.models import backbone_of, build_classifier, load_model, set_bn_momentum
+from utils.training.models import backbone_of, build_classifier, load_model, set_bn_momentum
 
 
 def _images(size: int, n: int = 3, seed: int = 0) -> np.ndarray:
@@ -121,6 +122,22 @@ def test_mask_path_for_finds_real_then_synthetic_layout(tmp_path):
         mask_path_for("ISIC_0000000", tmp_path)
     assert "ISIC_0000000_segmentation.png" in str(error.value)
     assert "HAM10000_segmentations_lesion_200x150" in str(error.value)
+
+
+def test_mask_path_for_finds_the_masks_download_ham10000_masks_extracts(tmp_path):
+    """The folder comes from the download plan itself, so the two cannot drift apart."""
+    names = ["HAM10000_images_part_1.zip", "HAM10000_images_part_2.zip", "HAM10000_metadata.csv",
+             "HAM10000_segmentations_lesion_tschandl.zip"]
+    listing = {"data": {"latestVersion": {"files": [
+        {"dataFile": {"id": i, "filename": name}} for i, name in enumerate(names)]}}}
+    plain = download.ham10000_files(listing, "http://dv", test_set=False)
+    with_masks = download.ham10000_files(listing, "http://dv", test_set=False, masks=True)
+    (masks,) = [remote for remote in with_masks if remote not in plain]
+    path = tmp_path / masks.extract_to / "ISIC_0024306_segmentation.png"
+    _write_mask(path, np.ones((4, 4), bool))
+    assert mask_path_for("ISIC_0024306", tmp_path) == path
+    with pytest.raises(DataError, match="download ham10000 .* --masks"):
+        mask_path_for("ISIC_0024307", tmp_path)
 
 
 def test_masks_follow_the_pipeline_geometry(tmp_path):

@@ -1,4 +1,5 @@
-"""Metrics: hand-computed cases, agreement with scikit-learn and the official ISIC scorer, bootstrap."""
+"""Metrics: hand-computed cases, agreement with scikit-learn and the official ISIC scorer,
+bootstrap."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
-from utils import datasets, metrics
+from utils.data import datasets
 from utils.errors import DataError
+from utils.scoring import metrics, predictions
 
 HAM = datasets.HAM10000.classes
 
@@ -180,7 +182,9 @@ def test_lesion_bootstrap_resamples_whole_groups():
     assert (by_group[:, :, 0].sum(axis=1) == 50).all()  # 50 lesions drawn per replicate
     image_weights = metrics.bootstrap_weights(None, len(groups), n_boot=200, seed=0)
     assert (image_weights.sum(axis=1) == len(groups)).all()
-    assert not (image_weights.reshape(200, 50, 4) == image_weights.reshape(200, 50, 4)[:, :, :1]).all()
+    assert not (
+        image_weights.reshape(200, 50, 4) == image_weights.reshape(200, 50, 4)[:, :, :1]
+    ).all()
 
 
 def test_lesion_bootstrap_widens_intervals_when_images_repeat_a_lesion():
@@ -192,8 +196,11 @@ def test_lesion_bootstrap_widens_intervals_when_images_repeat_a_lesion():
     by_image = metrics.evaluate_predictions(frame.assign(lesion_id=frame["image_id"]), n_boot=300)
     assert by_lesion["bootstrap"]["unit"] == "lesion" and by_lesion["n_groups"] == 100
     assert by_image["bootstrap"]["unit"] == "image"
-    width = {name: r["metrics"]["balanced_accuracy"]["ci_high"] - r["metrics"]["balanced_accuracy"]["ci_low"]
-             for name, r in (("lesion", by_lesion), ("image", by_image))}
+    width = {
+        name: r["metrics"]["balanced_accuracy"]["ci_high"]
+        - r["metrics"]["balanced_accuracy"]["ci_low"]
+        for name, r in (("lesion", by_lesion), ("image", by_image))
+    }
     assert width["lesion"] > 1.5 * width["image"]  # sqrt(5) ~ 2.2 in expectation
 
 
@@ -223,8 +230,8 @@ def test_bad_predictions_name_the_row(tmp_path):
     path = tmp_path / "predictions_test.csv"
     frame.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"row 5 .*melanoma\?"):
-        metrics.read_predictions(path)
+        predictions.read_predictions(path)
     with pytest.raises(DataError, match="lacks column"):
-        metrics.validate_predictions(frame.drop(columns="split"))
+        predictions.validate_predictions(frame.drop(columns="split"))
     with pytest.raises(DataError, match="not found"):
-        metrics.read_predictions(tmp_path / "missing.csv")
+        predictions.read_predictions(tmp_path / "missing.csv")

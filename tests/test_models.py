@@ -18,8 +18,8 @@ from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
 from utils import paths
-from utils.backbones import get_backbone, list_backbones
-from utils.models import (
+from utils.training.backbones import get_backbone, list_backbones
+from utils.training.models import (
     FROM_SCRATCH_BN_MOMENTUM,
     WeightsUnavailableError,
     backbone_of,
@@ -72,7 +72,8 @@ def offline(monkeypatch, tmp_path):
 
     home = tmp_path / "keras_home"
     home.mkdir()  # importing keras creates ~/.keras; an absent one would fall back to /tmp/.keras
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))  # what Keras read at import
+    monkeypatch.setenv("KERAS_HOME", str(home))  # what a user sets before starting Python
     monkeypatch.setattr(file_utils, "urlretrieve", unreachable)
     return attempts
 
@@ -306,7 +307,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
-    from utils.models import build_classifier
+    from utils.training.models import build_classifier
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
         model = build_classifier("VGG16", 3, image_size=32)

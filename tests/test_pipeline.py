@@ -1,4 +1,5 @@
-"""utils.pipeline: decode/resize policies, value ranges, seeded shuffles, on-disk cache, balanced
+"""utils.training.pipeline: decode/resize policies, value ranges, seeded shuffles, on-disk cache,
+balanced
 sampling, class weights."""
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
 
-from utils import pipeline  # noqa: E402
+from utils.training import pipeline  # noqa: E402
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
@@ -44,7 +45,9 @@ def mixed_images(tmp_path_factory) -> pd.DataFrame:
     files = [
         _write(folder / "a.jpg", _stripes(200, 150), quality=95),
         _write(folder / "b.jpg", _stripes(600, 450), quality=95),
-        _write(folder / "c.png", np.dstack([_stripes(120, 300), np.full((300, 120), 255, np.uint8)])),
+        _write(
+            folder / "c.png", np.dstack([_stripes(120, 300), np.full((300, 120), 255, np.uint8)])
+        ),
         _write(folder / "d.jpg", np.full((40, 50), 128, np.uint8), quality=95),
     ]
     return _frame(files, [0, 1, 2, 1])
@@ -171,9 +174,9 @@ def test_bad_input_errors(mixed_images):
 
 
 def test_online_augment_with_element_seeds_is_reproducible(tmp_path):
-    """utils.augment's callable gets a per-element seed: two pipelines with one seed agree
+    """The online augmentation callable gets a per-element seed: two pipelines with one seed agree
     image for image although the map runs in parallel; the next epoch differs."""
-    from utils import augment
+    from utils.augmentation import transforms as augment
 
     files = [_write(tmp_path / f"{i}.png", _stripes(30 + i, 24)) for i in range(6)]
     frame = _frame(files, [0] * 6)

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import datasets, plots
+from utils.data import datasets
+from utils.evaluation import plots
 
 HAM = datasets.HAM10000.classes
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -55,8 +56,15 @@ def test_per_class_table_matches_counts(predictions):
 
 
 def test_training_curves_and_reliability(tmp_path, predictions):
-    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.2, 0.9, 0.7], "val_loss": [1.3, 1.0, 0.9],
-                            "accuracy": [0.3, 0.5, 0.6], "val_accuracy": [0.3, 0.4, 0.5]})
+    history = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "loss": [1.2, 0.9, 0.7],
+            "val_loss": [1.3, 1.0, 0.9],
+            "accuracy": [0.3, 0.5, 0.6],
+            "val_accuracy": [0.3, 0.4, 0.5],
+        }
+    )
     history.to_csv(tmp_path / "history.csv", index=False)
     figure = plots.training_curves(tmp_path / "history.csv", tmp_path / "curves.png")
     assert len(figure.axes) == 2  # loss and accuracy, train + validation in each
@@ -64,8 +72,10 @@ def test_training_curves_and_reliability(tmp_path, predictions):
     assert_png(tmp_path / "curves.png")
     probs = predictions[list(HAM)].to_numpy()
     y = predictions["label_index"].to_numpy()
-    figure = plots.reliability_diagram({"raw": (probs, y), "sharp": (probs ** 2 / (probs ** 2).sum(1, keepdims=True), y)},
-                                       path=tmp_path / "rel.png")
+    figure = plots.reliability_diagram(
+        {"raw": (probs, y), "sharp": (probs**2 / (probs**2).sum(1, keepdims=True), y)},
+        path=tmp_path / "rel.png",
+    )
     assert "ECE" in figure.axes[0].get_legend().get_texts()[1].get_text()
     assert_png(tmp_path / "rel.png")
     with pytest.raises(ValueError, match="no metric columns"):

@@ -8,8 +8,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils import cli, datasets, predict
+from utils import cli
+from utils.data import datasets
 from utils.errors import DataError
+from utils.evaluation import predict
 
 keras = pytest.importorskip("keras")
 
@@ -33,9 +35,13 @@ def image_folder(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(0)
     for name, size in (("a.jpg", (40, 30)), ("b.png", (20, 20)), ("c.jpg", (64, 48))):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / name)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            folder / name
+        )
     (folder / "notes.txt").write_text("not an image")
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 200, dtype=np.uint8)))
+    (folder / "broken.jpg").write_bytes(
+        b"\xff\xd8\xff\xe0" + bytes(rng.integers(0, 255, 200, dtype=np.uint8))
+    )
     return folder
 
 
@@ -54,10 +60,12 @@ def test_folder_with_non_images_is_predicted_and_reported(tmp_path, image_folder
     probs = frame[list(datasets.ISIC2019.classes)].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     # the probabilities are the model's on the pipeline's own preprocessing
-    from utils import pipeline
+    from utils.training import pipeline
 
     image = pipeline.load_image(str(image_folder / "c.jpg"), 16, "crop").numpy().astype("float32")
-    np.testing.assert_allclose(probs[2], model.predict(image[None], verbose=0)[0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        probs[2], model.predict(image[None], verbose=0)[0], rtol=1e-4, atol=1e-6
+    )
     assert not list(out.parent.glob("*.part"))
 
 

@@ -1,4 +1,5 @@
-"""utils.readers: every layout -> the TABLE contract (real data where present, tiny folders)."""
+"""utils.data.readers: every layout -> the TABLE contract (real data where present, tiny
+folders)."""
 from __future__ import annotations
 
 import shutil
@@ -9,8 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils import datasets, paths, readers
-from utils.datasets import HAM10000, ISIC2019, TABLE_COLUMNS
+from utils import paths
+from utils.data import datasets, dermamnist, readers
+from utils.data.datasets import HAM10000, ISIC2019, TABLE_COLUMNS
 from utils.errors import DataError
 
 HAM_ROWS = [  # lesion_id, image_id, dx
@@ -213,19 +215,19 @@ def make_npz(path: Path, size: int = 28, counts=(6, 3, 3), rgb: bool = True) -> 
 
 def test_dermamnist_load_with_numpy_only(tmp_path):
     arrays = make_npz(tmp_path / "dermamnist.npz")
-    loaded = readers.load_dermamnist(tmp_path / "dermamnist.npz")
+    loaded = dermamnist.load_dermamnist(tmp_path / "dermamnist.npz")
     assert list(loaded) == ["train", "val", "test"]
     images, labels = loaded["train"]
     assert images.shape == (6, 28, 28, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(labels, arrays["train_labels"].ravel())
     assert labels.dtype == np.int64
     make_npz(tmp_path / "gray.npz", rgb=False)  # channel-less arrays get a channel axis
-    assert readers.load_dermamnist(tmp_path / "gray.npz")["test"][0].shape == (3, 28, 28, 1)
+    assert dermamnist.load_dermamnist(tmp_path / "gray.npz")["test"][0].shape == (3, 28, 28, 1)
 
 
 def test_dermamnist_export_keeps_official_split(tmp_path, monkeypatch):
     arrays = make_npz(tmp_path / "dermamnist_64.npz", size=64)
-    table = readers.read_dermamnist(tmp_path / "dermamnist_64.npz", tmp_path / "png",
+    table = dermamnist.read_dermamnist(tmp_path / "dermamnist_64.npz", tmp_path / "png",
                                     image_format="png")
     check_contract(table, datasets.DERMAMNIST)
     assert table["split"].value_counts().to_dict() == {"train": 6, "val": 3, "test": 3}
@@ -245,12 +247,12 @@ def test_dermamnist_export_keeps_official_split(tmp_path, monkeypatch):
 def test_dermamnist_bad_files(tmp_path):
     np.savez(tmp_path / "dermamnist.npz", train_images=np.zeros((2, 28, 28, 3), np.uint8))
     with pytest.raises(DataError, match="missing array.*train_labels"):
-        readers.load_dermamnist(tmp_path / "dermamnist.npz")
+        dermamnist.load_dermamnist(tmp_path / "dermamnist.npz")
     arrays = make_npz(tmp_path / "bad.npz")
     arrays["test_labels"][1] = 9
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(DataError, match=r"test_labels\[1\] = 9"):
-        readers.load_dermamnist(tmp_path / "bad.npz")
+        dermamnist.load_dermamnist(tmp_path / "bad.npz")
 
 
 def test_read_table_layout_errors(tmp_path):

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from utils import reproduce
+from utils.studies import reproduce
 
 
 def test_job_config_defaults_to_the_synthetic_default_and_presets_for_real_data():

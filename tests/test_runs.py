@@ -1,12 +1,12 @@
-"""utils.runs: run-folder naming, creation without clashes, listing and loading."""
+"""utils.training.runs: run-folder naming, creation without clashes, listing and loading."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from utils import runs
-from utils.config import TrainConfig, smoke_config
+from utils.training import runs
+from utils.training.config import TrainConfig, smoke_config
 
 
 def test_new_run_dir_name_and_no_clash(tmp_path):

@@ -1,4 +1,5 @@
-"""utils.splits: lesion-grouped stratified splits, k-fold, manifests, the paper's counter split."""
+"""utils.data.splits: lesion-grouped stratified splits, k-fold, manifests, the paper's counter
+split."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import cli, readers, splits
-from utils.datasets import HAM10000
+from utils import cli
+from utils.data import readers, splits
+from utils.data.datasets import HAM10000
+from utils.data.manifest import SPLITS, load_manifest, save_manifest
 from utils.errors import DataError
 
 
-def assert_grouped_and_stratified(manifest: pd.DataFrame, sets=splits.SPLITS) -> None:
+def assert_grouped_and_stratified(manifest: pd.DataFrame, sets=SPLITS) -> None:
     assert manifest.groupby("lesion_id")["split"].nunique().max() == 1  # no lesion in two sets
     for name in sets:
         assert set(manifest.loc[manifest["split"] == name, "label"]) == set(manifest["label"])
@@ -113,15 +116,15 @@ def test_manifest_round_trip_keeps_dtypes(tmp_path):
     table["augmented"] = False
     table.attrs["dataset"] = "ham10000"
     manifest = splits.lesion_split(table)
-    path = splits.save_manifest(manifest, tmp_path / "runs" / "manifest.csv")
-    loaded = splits.load_manifest(path)
+    path = save_manifest(manifest, tmp_path / "runs" / "manifest.csv")
+    loaded = load_manifest(path)
     pd.testing.assert_frame_equal(loaded, manifest, check_dtype=True)
     assert loaded.attrs["dataset"] == "ham10000"
     assert loaded["image_id"][0] == "NA" and loaded["lesion_id"][0] == "0001"
     assert [p.name for p in path.parent.iterdir()] == ["manifest.csv"]  # no temp file left
     with pytest.raises(DataError, match="not a split manifest"):
         table.to_csv(tmp_path / "plain.csv", index=False)
-        splits.load_manifest(tmp_path / "plain.csv")
+        load_manifest(tmp_path / "plain.csv")
 
 
 def test_paper_counter_split_positions():
@@ -149,15 +152,15 @@ def test_split_command(synthetic_ham, tmp_path, capsys):
     out = tmp_path / "manifest.csv"
     assert cli.main(["split", str(synthetic_ham), str(out), "--seed", "2",
                      "--fractions", "0.6", "0.2", "0.2"]) == 0
-    manifest = splits.load_manifest(out)
+    manifest = load_manifest(out)
     expected = splits.lesion_split(readers.read_table(synthetic_ham), (0.6, 0.2, 0.2), seed=2)
     assert manifest["split"].tolist() == expected["split"].tolist()
     assert "300 images" in capsys.readouterr().out
     assert cli.main(["split", str(synthetic_ham), str(out), "--kfold", "3"]) == 0
-    assert set(splits.load_manifest(out)["fold"]) == {-1, 0, 1, 2}
+    assert set(load_manifest(out)["fold"]) == {-1, 0, 1, 2}
     with pytest.warns(UserWarning, match="leaks"):
         assert cli.main(["split", str(synthetic_ham), str(out), "--protocol", "paper"]) == 0
-    assert "paper_counter" in splits.load_manifest(out)
+    assert "paper_counter" in load_manifest(out)
     capsys.readouterr()
     assert cli.main(["split", str(synthetic_ham), str(synthetic_ham / "manifest.csv")]) == 1
     assert "refusing to write inside the raw data folder" in capsys.readouterr().err

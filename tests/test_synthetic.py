@@ -1,5 +1,5 @@
-"""Tests of utils/synthetic.py: the HAM10000 / ISIC 2019 layouts, determinism, resume, the class
-signal and the command line."""
+"""Tests of utils/data/synthetic.py (drawing: utils/data/synthetic_drawing.py): the HAM10000 /
+ISIC 2019 layouts, determinism, resume, the class signal and the command line."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import cli, fileio, synthetic
-from utils.datasets import HAM10000, ISIC2019
+from utils import cli, fileio
+from utils.data import synthetic
+from utils.data.datasets import HAM10000, ISIC2019
 from utils.errors import DataError
 
 # Values that occur in the official HAM10000_metadata.csv (checked against it in a real-data test).
@@ -243,7 +244,7 @@ def test_isic2019_layout(synthetic_isic2019: Path):
 
 
 def test_ham_round_trip_through_the_reader(synthetic_ham: Path, ham_meta: pd.DataFrame):
-    from utils import readers
+    from utils.data import readers
 
     table = readers.read_table(synthetic_ham)  # auto-detects the HAM10000 layout
     assert table.attrs["dataset"] == HAM10000.name
@@ -259,7 +260,7 @@ def test_ham_round_trip_through_the_reader(synthetic_ham: Path, ham_meta: pd.Dat
 
 
 def test_isic2019_round_trip_through_the_reader(synthetic_isic2019: Path):
-    from utils import readers
+    from utils.data import readers
 
     table = readers.read_isic2019(synthetic_isic2019).set_index("image_id")
     truth = pd.read_csv(synthetic_isic2019 / synthetic.ISIC_GROUND_TRUTH).set_index("image")

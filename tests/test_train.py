@@ -1,5 +1,6 @@
-"""utils.train: a from-scratch smoke run that learns, the run folder contract, two-stage
-fine-tuning killed mid-epoch and resumed, the mirrored-strategy path, and the real HAM10000 layout."""
+"""utils.training.train: a from-scratch smoke run that learns, the run folder contract, two-stage
+fine-tuning killed mid-epoch and resumed, the mirrored-strategy path, and the real HAM10000
+layout."""
 from __future__ import annotations
 
 import json
@@ -13,9 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from utils import datasets, paths
-from utils.config import smoke_config
-from utils.runs import RUN_FILES
+from utils import paths
+from utils.data import datasets
+from utils.training.config import smoke_config
+from utils.training.runs import RUN_FILES
 
 pytestmark = pytest.mark.slow
 PYTHON = sys.executable
@@ -32,8 +34,8 @@ def _check_predictions(run_dir: Path) -> pd.DataFrame:
 
 
 def test_smoke_run_learns_and_writes_the_run_folder(synthetic_ham, tmp_path):
-    from utils import models, pipeline
-    from utils.train import train
+    from utils.training import models, pipeline
+    from utils.training.train import train
 
     config = smoke_config("mobilenetv2", data_dir=str(synthetic_ham), epochs=8, augment="none",
                           batch_size=16, lr_schedule="constant", image_size=64,
@@ -59,7 +61,7 @@ def test_smoke_run_learns_and_writes_the_run_folder(synthetic_ham, tmp_path):
 
 
 def pipeline_balanced_accuracy(frame: pd.DataFrame) -> float:
-    from utils.train import balanced_accuracy
+    from utils.training.callbacks import balanced_accuracy
 
     return balanced_accuracy(frame["label_index"].to_numpy(),
                              frame[list(datasets.HAM10000.classes)].to_numpy())
@@ -75,7 +77,7 @@ def _train_command(data_dir: Path, run_dir: Path, weights: Path) -> list[str]:
 def test_two_stage_run_killed_mid_epoch_resumes(synthetic_ham, tmp_path):
     """Pre-trained path (a local weights file): stage 1 (epoch 0), stage 2 (epochs 1-2); the
     process dies inside epoch 2 and the rerun continues there instead of restarting."""
-    from utils import models
+    from utils.training import models
 
     weights = tmp_path / "mobilenetv2_notop.weights.h5"
     models.build_backbone("mobilenetv2", image_size=32).save_weights(str(weights))
@@ -101,12 +103,13 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
     script = textwrap.dedent("""
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras, numpy as np, pandas as pd
         from PIL import Image
-        from utils import pipeline
-        from utils.config import TrainConfig
-        from utils.train import configure_devices
+        from utils.training import pipeline
+        from utils.training.config import TrainConfig
+        from utils.training.devices import configure_devices
         strategy = configure_devices(TrainConfig(strategy="mirrored").resolve(gpu_visible=False))
         files = []
         for i in range(8):
@@ -129,7 +132,7 @@ def test_mirrored_strategy_over_two_logical_cpus(tmp_path):
 
 @pytest.mark.real_data
 def test_short_run_on_real_ham10000_layout(ham_real, tmp_path):
-    from utils.train import train
+    from utils.training.train import train
 
     config = smoke_config("mobilenetv2", data_dir=str(ham_real), dataset="ham10000", subset=400,
                           image_size=32, epochs=1, steps_per_epoch=3, augment="none",
@@ -145,9 +148,10 @@ def test_short_run_on_real_ham10000_layout(ham_real, tmp_path):
 
 
 def test_checkpoint_metric_is_the_reported_balanced_accuracy():
-    """The callback's balanced accuracy equals utils.metrics' (a tied maximum counts as wrong)."""
-    from utils import metrics
-    from utils.train import balanced_accuracy
+    """The callback's balanced accuracy equals utils.scoring.metrics' (a tied maximum counts as
+    wrong)."""
+    from utils.scoring import metrics
+    from utils.training.callbacks import balanced_accuracy
 
     y_true = np.array([0, 0, 1, 1, 2])
     probs = np.array([[0.8, 0.1, 0.1], [0.5, 0.5, 0.0], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8],

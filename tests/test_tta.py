@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils import tta
+from utils.evaluation import tta
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -14,7 +14,11 @@ def tiny_model(invariant: bool, seed: int = 0) -> "keras.Model":
     """Global average pooling is invariant to every flip and rotation; Flatten is not."""
     keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs) if invariant else keras.layers.Flatten()(inputs)
+    pooled = (
+        keras.layers.GlobalAveragePooling2D()(inputs)
+        if invariant
+        else keras.layers.Flatten()(inputs)
+    )
     outputs = keras.layers.Dense(4, activation="softmax")(pooled)
     return keras.Model(inputs, outputs)
 

@@ -1,4 +1,5 @@
-"""utils.validation: every bad input gets a DataError / Problem naming the file or row + fix."""
+"""utils.data.validation: every bad input gets a DataError / Problem naming the file or row and
+the fix."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,9 +8,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from utils import readers, validation
+from utils.data import check, readers, validation
+from utils.data.validation import Problem
 from utils.errors import DataError
-from utils.validation import Problem
 
 IMAGES = ["ISIC_1000001", "ISIC_1000002", "ISIC_1000003", "ISIC_1000004"]
 
@@ -37,7 +38,7 @@ def good_rows() -> list[tuple[str, str, str]]:
 
 def test_good_folder_has_no_problems(tmp_path):
     root = make_ham(tmp_path, good_rows())
-    assert validation.collect_problems(root) == []
+    assert check.collect_problems(root) == []
     assert len(readers.read_ham10000(root)) == 4
 
 
@@ -120,7 +121,7 @@ def test_one_hot_rows_with_zero_or_two_positives(tmp_path):
     two = [1.0, 1.0, 0, 0, 0, 0, 0, 0, 0]
     unk = [0.0] * 8 + [1.0]
     root = make_isic(tmp_path, [good, zero, two, unk, good])
-    problems = validation.collect_problems(root)
+    problems = check.collect_problems(root)
     text = [str(p) for p in problems]
     assert text[0].startswith("ISIC_2019_Training_GroundTruth.csv line 3 (image 'ISIC_0000001'):"
                               " one-hot row has no positive class")
@@ -151,12 +152,12 @@ def test_collect_problems_lists_every_problem_and_decodes_images(tmp_path):
     rows = good_rows() + [("HAM_5", "ISIC_1000009", "mel"), ("HAM_6", IMAGES[1], "xx")]
     root = make_ham(tmp_path, rows)
     (root / "HAM10000_images_part_1" / f"{IMAGES[2]}.jpg").write_bytes(b"")
-    problems = validation.collect_problems(root)
+    problems = check.collect_problems(root)
     kinds = sorted(p.kind for p in problems)
     assert kinds == ["duplicate_id", "empty_image", "missing_image", "unknown_label"]
-    assert validation.collect_problems(root, decode=False) == [
+    assert check.collect_problems(root, decode=False) == [
         p for p in problems if p.kind != "empty_image"]
-    assert validation.collect_problems(tmp_path / "nothing")[0].kind == "layout"
+    assert check.collect_problems(tmp_path / "nothing")[0].kind == "layout"
 
 
 def test_raise_problems_caps_the_listing():

@@ -14,17 +14,32 @@ from utils.errors import DataError
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check": ("utils.check", "validate a dataset folder and print a summary"),
-    "split": ("utils.splits", "write a lesion-grouped train/val/test (or k-fold) manifest"),
-    "download": ("utils.download", "download a dataset with resume and checksum verification"),
-    "synthetic": ("utils.synthetic", "generate the synthetic dataset in the HAM10000/ISIC layout"),
-    "balance": ("utils.balance", "augment the training split offline up to per-class targets"),
-    "train": ("utils.train", "train a classifier (two-stage fine-tuning or from scratch)"),
-    "evaluate": ("utils.evaluate", "metrics with confidence intervals and plots from predictions"),
-    "predict": ("utils.predict", "class probabilities for one image or a folder"),
-    "compare": ("utils.compare", "one table over all runs (CSV and markdown)"),
-    "audit": ("utils.audit", "leakage audit: published protocol vs lesion-grouped protocol"),
-    "reproduce": ("utils.reproduce", "the end-to-end job: data, split, balance, train, report"),
+    "check": ("utils.data.check", "validate a dataset folder and print a summary"),
+    "split": ("utils.data.splits", "write a lesion-grouped train/val/test (or k-fold) manifest"),
+    "download": ("utils.data.download", "download a dataset with resume and checksum verification"),
+    "synthetic": (
+        "utils.data.synthetic",
+        "generate the synthetic dataset in the HAM10000/ISIC layout",
+    ),
+    "balance": (
+        "utils.augmentation.balance",
+        "augment the training split offline up to per-class targets",
+    ),
+    "train": ("utils.training.train", "train a classifier (two-stage fine-tuning or from scratch)"),
+    "evaluate": (
+        "utils.evaluation.evaluate",
+        "metrics with confidence intervals and plots from predictions",
+    ),
+    "predict": ("utils.evaluation.predict", "class probabilities for one image or a folder"),
+    "compare": ("utils.evaluation.compare", "one table over all runs (CSV and markdown)"),
+    "audit": (
+        "utils.studies.audit",
+        "leakage audit: published protocol vs lesion-grouped protocol",
+    ),
+    "reproduce": (
+        "utils.studies.reproduce",
+        "the end-to-end job: data, split, balance, train, report",
+    ),
 }
 
 

@@ -51,7 +51,7 @@ def reports_dir() -> Path:
 def shared_data_dir() -> Path | None:
     """The project's real development data (../shared/data), or None where absent."""
     candidate = repo_root().parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
+    return candidate.resolve() if candidate.is_dir() else None
 
 
 def display(path: str | os.PathLike) -> str:

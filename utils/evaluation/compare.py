@@ -1,0 +1,170 @@
+"""`python -m utils compare [--runs runs/] [--out reports/comparison]`: one table over all runs.
+
+One row per run folder holding predictions_test.csv: dataset, backbone, image size, weights,
+epochs, test balanced accuracy with its 95 % bootstrap CI, macro-F1, macro AUC, melanoma
+sensitivity at the fixed specificity, and training time. Metrics come from the run's
+metrics.json (`python -m utils evaluate`) and are computed in memory where it is missing or was
+made from other predictions. Written atomically as <out>.csv and <out>.md; README results come
+from this table, never typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from utils import fileio, paths
+from utils.scoring import metrics, predictions
+from utils.tables import format_ci, markdown_table
+from utils.training import runs
+from utils.training.config import TrainConfig
+
+COLUMNS = ("run", "dataset", "backbone", "image_size", "weights", "epochs", "n_test",
+           "balanced_accuracy", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+           "macro_f1", "macro_auc", "melanoma_sensitivity_at_specificity", "train_time_s")
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{paths.display(path)}: not valid JSON ({error}); fix or delete it") from None
+
+
+def run_metrics(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT,
+                seed: int = 0) -> dict[str, Any]:
+    """The test metrics of a run: metrics.json where it was made from predictions_test.csv,
+    otherwise computed now (nothing is written)."""
+    stored = _read_json(run_dir / runs.metrics_names("test")[0])
+    if stored.get("predictions") == runs.predictions_name("test") and "metrics" in stored:
+        return stored
+    frame = predictions.read_predictions(run_dir / runs.predictions_name("test"))
+    return metrics.evaluate_predictions(frame, n_boot=n_boot, seed=seed)
+
+
+def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) -> dict[str, Any]:
+    """One table row (see COLUMNS) of a finished run folder."""
+    config = _read_json(run_dir / runs.CONFIG)
+    info = _read_json(run_dir / runs.RUN_INFO)
+    result = run_metrics(run_dir, n_boot, seed)
+    values = result["metrics"]
+    planned = TrainConfig.from_dict(config).total_epochs if config else None
+    ba = values["balanced_accuracy"]
+    return {
+        "run": run_dir.name,
+        "dataset": config.get("dataset"),
+        "backbone": config.get("backbone"),
+        "image_size": config.get("image_size"),
+        "weights": config.get("weights") or "none (from scratch)",
+        "epochs": info.get("epochs_completed", planned),
+        "n_test": result["n_images"],
+        "balanced_accuracy": ba["value"],
+        "balanced_accuracy_ci_low": ba["ci_low"],
+        "balanced_accuracy_ci_high": ba["ci_high"],
+        "macro_f1": values["macro_f1"]["value"],
+        "macro_auc": values["macro_auc"]["value"],
+        "melanoma_sensitivity_at_specificity":
+            values.get("melanoma_sensitivity_at_specificity", {}).get("value"),
+        "train_time_s": info.get("duration_s"),
+    }
+
+
+def comparison_table(runs_root: str | os.PathLike | None = None,
+                     n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0,
+                     report=None) -> pd.DataFrame:
+    """Rows for every run folder under `runs_root` (default runs/) that has test predictions,
+    best balanced accuracy first. Unfinished runs are listed on `report` (stderr) and skipped."""
+    rows = []
+    for run_dir in runs.list_runs(runs_root):
+        if not (run_dir / runs.predictions_name("test")).is_file():
+            print(f"skipped {paths.display(run_dir)}: no predictions_test.csv (unfinished run)",
+                  file=report or sys.stderr)
+            continue
+        rows.append(run_row(run_dir, n_boot, seed))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    return table.sort_values("balanced_accuracy", ascending=False, na_position="last",
+                             ignore_index=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub markdown table: balanced accuracy shown with its 95 % CI."""
+    header = ["run", "dataset", "backbone", "size", "weights", "epochs", "test images",
+              "balanced acc. [95 % CI]", "macro-F1", "macro AUC", "mel. sens. @ spec.",
+              "train time (min)"]
+    rows = []
+    for row in table.itertuples(index=False):
+        seconds = row.train_time_s
+        minutes = None if seconds is None or pd.isna(seconds) else f"{seconds / 60:.1f}"
+        rows.append([row.run, row.dataset, row.backbone, row.image_size, row.weights, row.epochs,
+                     row.n_test,
+                     format_ci({"value": row.balanced_accuracy,
+                                "ci_low": row.balanced_accuracy_ci_low,
+                                "ci_high": row.balanced_accuracy_ci_high}),
+                     row.macro_f1, row.macro_auc, row.melanoma_sensitivity_at_specificity,
+                     minutes])
+    return markdown_table(rows, header) + "\n"
+
+
+def write_comparison(table: pd.DataFrame, out: str | os.PathLike) -> tuple[Path, Path]:
+    """<out>.csv and <out>.md, atomically."""
+    out = Path(out)
+    base = out.with_suffix("") if out.suffix in (".csv", ".md") else out
+    csv = fileio.write_csv(f"{base}.csv", table)
+    md = fileio.write_text(f"{base}.md", to_markdown(table))
+    return csv, md
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(readme: str | os.PathLike, table_markdown: str, command: str) -> Path:
+    """Replace the block between the results markers of a README with the generated table."""
+    readme = Path(readme)
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{paths.display(readme)} has no {README_START} ... {README_END} block; "
+                         f"add the two markers where the results table should go")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    block = (f"{README_START}\nGenerated by `{command}` from the run folders; do not edit by "
+             f"hand.\n\n{table_markdown}{README_END}")
+    return fileio.write_text(readme, head + block + tail)
+
+
+# --------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", default=None, help="folder of run folders (default: runs/)")
+    parser.add_argument("--out", default=None,
+                        help="output path without extension (default: reports/comparison)")
+    parser.add_argument("--n-boot", type=int, default=metrics.DEFAULT_N_BOOT,
+                        help="bootstrap replicates for runs without metrics.json")
+    parser.add_argument("--readme", default=None,
+                        help="also write the table into this README's results block")
+
+
+def run(args: argparse.Namespace) -> int:
+    runs_root = Path(args.runs) if args.runs else paths.runs_dir()
+    table = comparison_table(runs_root, args.n_boot)
+    if table.empty:
+        print(f"no finished runs under {paths.display(runs_root)}; train one with "
+              f"`python -m utils train` first", file=sys.stderr)
+        return 1
+    out = Path(args.out) if args.out else paths.reports_dir() / "comparison"
+    csv, md = write_comparison(table, out)
+    print(to_markdown(table))
+    print(f"wrote {paths.display(csv)} and {paths.display(md)}")
+    if args.readme:
+        command = "python -m utils compare" + "".join(
+            f" --{name} {value}" for name, value in (("runs", args.runs), ("out", args.out),
+                                                     ("readme", args.readme)) if value)
+        update_readme(args.readme, to_markdown(table), command)
+        print(f"updated the results block of {paths.display(args.readme)}")
+    return 0

@@ -1,0 +1,7 @@
+"""Stage 3, scoring: what a model's outputs are scored with.
+
+Owns the predictions CSV format (`predictions`: written by training, read by evaluation) and the
+metric math with lesion-bootstrap confidence intervals (`metrics`). Training selects checkpoints
+with exactly the metric evaluation reports, so this sits below both. May import the base modules
+and `utils.data`.
+"""

@@ -1,0 +1,103 @@
+"""What a training run reads: the dataset table, the split manifest (optionally offline-balanced)
+and the tf.data pipelines of each split.
+
+Flow: dataset folder (utils.data.location) -> TABLE (utils.data.readers) -> lesion-grouped split
+or a given manifest (utils.data.splits / manifest) -> augment mode (utils.augmentation.modes:
+offline balancing of the training split, online transforms) -> tf.data (utils.training.pipeline).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from utils import paths
+from utils.augmentation import modes
+from utils.data import datasets, location
+from utils.data.manifest import augmented_mask, check_manifest, load_manifest
+from utils.training.config import TrainConfig
+
+
+def dataset_info(config: TrainConfig) -> datasets.DatasetInfo:
+    """Class facts of the configured dataset (the synthetic default has the HAM10000 classes)."""
+    return datasets.ISIC2019 if config.dataset in ("isic2019", "synthetic_isic2019") \
+        else datasets.HAM10000
+
+
+def data_dir(config: TrainConfig) -> Path:
+    """The dataset folder of a config; data_dir=None generates the synthetic default once."""
+    layout = "isic2019" if config.dataset in ("isic2019", "synthetic_isic2019") else "ham10000"
+    return location.dataset_folder(config.data_dir, layout, config.synthetic_images, config.seed)
+
+
+def load_table(config: TrainConfig) -> pd.DataFrame:
+    """The dataset TABLE (read_table of the data folder), a seeded subset when configured."""
+    from utils.data import readers
+
+    table = readers.read_table(data_dir(config))
+    if config.subset is not None and config.subset < len(table):
+        table = table.sample(n=config.subset, random_state=config.seed).sort_index()
+    return table
+
+
+def build_manifest(config: TrainConfig) -> pd.DataFrame:
+    """The split manifest: a given manifest CSV, else lesion_split of the table; then the
+    offline-balanced manifest when the augment mode is offline/both."""
+    from utils.data import splits
+
+    if config.manifest is not None:
+        manifest = load_manifest(config.manifest)
+    else:
+        manifest = splits.lesion_split(load_table(config), fractions=config.split_fractions,
+                                       seed=config.seed)
+    if modes.uses_offline(config.augment) and not augmented_mask(manifest).any():
+        manifest = offline_balance(manifest, config)
+    manifest = modes.training_rows(config.augment, manifest)
+    check_manifest(manifest, config.manifest or "split manifest", required_splits=("train", "val"))
+    return manifest
+
+
+def offline_balance(manifest: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
+    """Augment the training split offline up to the balance target (utils.augmentation.balance);
+    the output folder under data/processed/balanced/ is keyed by the training images, size and
+    seed."""
+    from utils.augmentation import balance
+
+    train_ids = manifest.loc[manifest["split"] == "train", "image_id"].astype(str)
+    key = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:12]
+    out_dir = (paths.processed_dir() / "balanced" /
+               f"{config.dataset}-{config.image_size}px-seed{config.seed}-{key}")
+    return balance.balance_manifest(manifest, out_dir, target=config.balance_target,
+                                    seed=config.seed, image_size=config.image_size)
+
+
+def online_augment(config: TrainConfig) -> Any:
+    """The per-image augmentation callable of the configured mode (None without online)."""
+    if not modes.uses_online(config.augment):
+        return None
+    from utils.augmentation import transforms
+
+    return transforms.online_augment_fn(transforms.AugmentConfig(), seed=config.seed)
+
+
+def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int) -> dict:
+    """train/val/test tf.data pipelines and the training steps per epoch."""
+    from utils.training import pipeline
+
+    common = dict(image_size=config.image_size, batch_size=config.batch_size,
+                  num_classes=num_classes, seed=config.seed, resize_policy=config.resize_policy,
+                  cache=config.cache, deterministic=config.deterministic)
+    train_rows = manifest[manifest["split"] == "train"]
+    result = {
+        "train": pipeline.make_dataset(train_rows, training=True, augment=online_augment(config),
+                                       balanced=config.imbalance == "sampling", **common),
+        "steps": pipeline.steps_for(len(train_rows), config.batch_size),
+    }
+    if config.steps_per_epoch:
+        result["steps"] = min(result["steps"], config.steps_per_epoch)
+    for split in ("val", "test"):
+        rows = manifest[manifest["split"] == split]
+        result[split] = pipeline.make_dataset(rows, training=False, **common) if len(rows) else None
+    return result

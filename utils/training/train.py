@@ -1,0 +1,309 @@
+"""Train a classifier: `train(config) -> run folder`, and the `python -m utils train` command.
+
+Flow: table (read_table) -> lesion-grouped split (or a given manifest) -> optional offline
+balancing -> tf.data pipelines -> model from the backbone registry -> fit -> best model ->
+predictions CSVs. With pre-trained weights, stage 1 trains the head on a frozen backbone and
+stage 2 fine-tunes from the registry's block boundary at a lower learning rate (BatchNorm kept in
+inference mode); from scratch (weights=None) the whole network trains in one stage with
+BatchNorm momentum 0.9. A killed run resumes from its last completed epoch (BackupAndRestore).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from utils import fileio, paths
+from utils.data.manifest import check_manifest, load_manifest, save_manifest
+from utils.scoring.predictions import write_predictions as write_predictions_csv
+from utils.training import runs
+from utils.training.callbacks import best_so_far, make_callbacks
+from utils.training.config import TrainConfig, smoke_config
+from utils.training.data import build_manifest, dataset_info, make_datasets
+from utils.training.devices import configure_devices
+
+
+def learning_rate(base: float, config: TrainConfig, steps: int, epochs: int) -> Any:
+    """A float, or a cosine decay over the stage when lr_schedule == "cosine"."""
+    if config.lr_schedule != "cosine":
+        return base
+    import keras
+
+    return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, steps * epochs))
+
+
+# --------------------------------------------------------------------------- fit
+def _compile(model: Any, lr: Any, config: TrainConfig) -> None:
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
+                  metrics=["accuracy"], run_eagerly=config.run_eagerly,
+                  jit_compile=bool(config.jit_compile) and not config.run_eagerly)
+
+
+def stage_plan(config: TrainConfig) -> list[dict]:
+    """[(stage, first epoch, last epoch, lr)]: one stage from scratch, two when pre-trained."""
+    if not config.pretrained:
+        return [dict(stage=0, start=0, end=config.epochs, lr=config.learning_rate)]
+    return [dict(stage=1, start=0, end=config.stage1_epochs, lr=config.stage1_lr),
+            dict(stage=2, start=config.stage1_epochs, end=config.total_epochs, lr=config.stage2_lr)]
+
+
+def stage_weights(run_dir: Path, stage: int) -> Path:
+    """Weights saved when a stage completes (a resume skips completed stages)."""
+    return run_dir / "checkpoints" / f"stage{stage}.weights.h5"
+
+
+def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_dir: Path,
+               class_weight: dict | None) -> None:
+    """Run each stage of stage_plan; completed stages (on resume) are skipped."""
+    from utils.training import models
+
+    for plan in stage_plan(config):
+        stage = plan["stage"]
+        if plan["end"] <= plan["start"]:
+            continue
+        if stage == 1:
+            models.freeze_backbone(model)
+        elif stage == 2:
+            models.unfreeze_from(model, _unfreeze_layer(config))
+        done = stage_weights(run_dir, stage)
+        if done.is_file():  # finished before a restart: take its weights, go on
+            model.load_weights(str(done))
+            continue
+        lr = learning_rate(plan["lr"], config, data["steps"], plan["end"] - plan["start"])
+        _compile(model, lr, config)
+        model.fit(
+            data["train"], epochs=plan["end"], initial_epoch=plan["start"],
+            steps_per_epoch=data["steps"], class_weight=class_weight, verbose=config.verbose,
+            shuffle=False,  # tf.data shuffles (seeded, every epoch)
+            callbacks=make_callbacks(run_dir, config, data["val"], labels["val"], stage,
+                                     plan["end"] - plan["start"]),
+        )
+        with _keras_tmp(done, ".weights.h5") as tmp:
+            model.save_weights(str(tmp))
+
+
+def _unfreeze_layer(config: TrainConfig) -> str:
+    from utils.training import backbones
+
+    return backbones.get_backbone(config.backbone).unfreeze_from
+
+
+class _keras_tmp:
+    """Atomic save for Keras files (Keras insists on the file suffix)."""
+
+    def __init__(self, destination: Path, suffix: str):
+        self.destination, self.suffix = Path(destination), suffix
+        self.tmp = self.destination.with_name(f".{self.destination.stem}.part{suffix}")
+
+    def __enter__(self) -> Path:
+        self.destination.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, kind, value, trace) -> None:
+        if kind is None:
+            os.replace(self.tmp, self.destination)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+
+
+
+# --------------------------------------------------------------------------- outputs
+def write_predictions(model: Any, data: dict, manifest: pd.DataFrame, classes: Sequence[str],
+                      run_dir: Path) -> dict[str, Path]:
+    """predictions_val.csv and predictions_test.csv of the run's model."""
+    written = {}
+    for split in ("val", "test"):
+        rows = manifest[manifest["split"] == split]
+        if data.get(split) is None:
+            probs = np.zeros((0, len(classes)))
+        else:
+            probs = model.predict(data[split], verbose=0)
+        written[split] = write_predictions_csv(run_dir / runs.predictions_name(split), rows,
+                                               probs, classes)
+    return written
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=paths.repo_root(),
+                                capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def run_info(started: float, config: TrainConfig, run_dir: Path, strategy: Any) -> dict:
+    import keras
+    import tensorflow as tf
+
+    history = pd.read_csv(run_dir / runs.HISTORY) if (run_dir / runs.HISTORY).is_file() else None
+    previous = run_dir / runs.RUN_INFO  # a resumed run adds the time of its earlier sessions
+    earlier = json.loads(previous.read_text()).get("duration_s", 0.0) if previous.is_file() else 0.0
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "duration_s": round(earlier + time.time() - started, 2),
+        "device": f"{len(gpus)} GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+        "replicas": int(strategy.num_replicas_in_sync),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "git_commit": git_commit(),
+        "epochs_completed": 0 if history is None else int(len(history)),
+        "best_val_balanced_accuracy": best_so_far(run_dir),
+    }
+
+
+# --------------------------------------------------------------------------- entry points
+def prepare_run(config: TrainConfig, run_dir: str | os.PathLike | None,
+                runs_root: str | os.PathLike | None = None) -> tuple[TrainConfig, Path]:
+    """A new run folder (under runs_root, default runs/), or an existing one to resume (its
+    config.json wins)."""
+    if run_dir is not None and (Path(run_dir) / runs.CONFIG).is_file():
+        run_dir = Path(run_dir)
+        return TrainConfig.load(run_dir / runs.CONFIG), run_dir
+    config = config.resolve()
+    if run_dir is None:
+        run_dir = runs.new_run_dir(config, root=runs_root)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / runs.CONFIG)
+    return config, run_dir
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
+          manifest: pd.DataFrame | None = None,
+          runs_root: str | os.PathLike | None = None) -> Path:
+    """Train per `config` into a new run folder (or resume `run_dir`); returns the folder.
+
+    manifest: a split manifest to use instead of building one (ignored when resuming).
+    runs_root: where new run folders go (default runs/)."""
+    import keras
+
+    from utils.training import models
+
+    started = time.time()
+    config, run_dir = prepare_run(config, run_dir, runs_root)
+    keras.utils.set_random_seed(config.seed)
+    info = dataset_info(config)
+    if (run_dir / runs.MANIFEST).is_file():
+        manifest = load_manifest(run_dir / runs.MANIFEST)
+    else:
+        manifest = build_manifest(config) if manifest is None else manifest
+        check_manifest(manifest, "split manifest", required_splits=("train", "val"))
+        save_manifest(manifest, run_dir / runs.MANIFEST)
+    strategy = configure_devices(config)
+    data = make_datasets(manifest, config, info.num_classes)
+    labels = {s: manifest.loc[manifest["split"] == s, "label_index"].to_numpy(int)
+              for s in ("train", "val", "test")}
+    class_weight = None
+    if config.imbalance == "class_weight":
+        from utils.training import pipeline
+
+        class_weight = pipeline.class_weights(labels["train"], info.num_classes)
+    print(f"run folder: {paths.display(run_dir)}  ({config.backbone} @ {config.image_size} px, "
+          f"{len(labels['train'])} train / {len(labels['val'])} val / {len(labels['test'])} test)")
+    with strategy.scope():
+        model = models.build_classifier(
+            config.backbone, info.num_classes, weights=config.weights,
+            image_size=config.image_size, dropout=config.dropout, bn_momentum=config.bn_momentum)
+        fit_stages(model, data, labels, config, run_dir, class_weight)
+    return finish_run(model, data, manifest, config, run_dir, started, strategy)
+
+
+def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConfig,
+               run_dir: Path, started: float, strategy: Any = None) -> Path:
+    """Write the run folder's outputs: the best checkpoint's model.keras, the val/test
+    predictions and run_info.json (the one writer of these files)."""
+    import tensorflow as tf
+
+    best = run_dir / runs.BEST_CHECKPOINT
+    if best.is_file():  # same model object: its traced predict function is reused
+        model.load_weights(str(best))
+    with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
+        model.save(str(tmp))
+    write_predictions(model, data, manifest, dataset_info(config).classes, run_dir)
+    strategy = strategy or tf.distribute.get_strategy()
+    fileio.write_json(run_dir / runs.RUN_INFO, run_info(started, config, run_dir, strategy))
+    return run_dir
+
+
+# --------------------------------------------------------------------------- CLI
+def _field_type(annotation: Any) -> Any:
+    """The argparse type of a dataclass field annotation (str, int, float, bool, tuple)."""
+    text = str(annotation)
+    for name, kind in (("tuple", "tuple"), ("bool", bool), ("float", float), ("int", int)):
+        if name in text:
+            return kind
+    return str
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field (--image-size, --stage1-lr, ...) plus run options."""
+    from utils.training.config import field_comments
+
+    hints, comments = typing.get_type_hints(TrainConfig), field_comments()
+    for item in dataclasses.fields(TrainConfig):
+        flag = "--" + item.name.replace("_", "-")
+        kind = _field_type(hints[item.name])
+        if item.name in ("smoke", "data_dir", "manifest"):
+            continue
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=comments.get(item.name))
+        elif kind == "tuple":
+            parser.add_argument(flag, type=float, nargs=3, default=None, metavar="F",
+                                help=comments.get(item.name))
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=item.name.upper(),
+                                help=comments.get(item.name))
+    parser.add_argument("--preset", choices=("ham10000", "isic2019", "synthetic"), default=None,
+                        help="start from a dataset preset (utils.training.config.PRESETS)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny synthetic run from scratch: checks the code path")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default: synthetic)")
+    parser.add_argument("--manifest", default=None, help="use this split manifest CSV")
+    parser.add_argument("--run-dir", "--resume", dest="run_dir", default=None,
+                        help="run folder; an existing one is resumed from its last epoch")
+    parser.add_argument("--runs-root", default=None, help="where new run folders go (runs/)")
+
+
+def _none_literal(value: Any) -> Any:
+    return None if isinstance(value, str) and value.lower() in ("none", "null") else value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from parsed options: smoke or preset base, then the given fields."""
+    from utils.training.config import preset
+
+    overrides = {}
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(args, item.name, None)
+        if value is not None and item.name != "smoke":
+            overrides[item.name] = _none_literal(value) if item.name == "weights" else value
+    if args.smoke:
+        return smoke_config(**overrides)
+    if args.preset:
+        return preset(args.preset, **overrides)
+    return TrainConfig(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = train(config_from_args(args), run_dir=args.run_dir, runs_root=args.runs_root)
+    result = json.loads((run_dir / runs.RUN_INFO).read_text())
+    print(f"done in {result['duration_s']:.0f} s; best val balanced accuracy "
+          f"{result['best_val_balanced_accuracy']}; run folder {paths.display(run_dir)}")
+    return 0
