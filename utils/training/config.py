@@ -58,7 +58,8 @@ class TrainConfig:
     batch_size: int = 32  # global batch size (split across replicas under a strategy)
     lr_schedule: str = "plateau"  # plateau (ReduceLROnPlateau) | cosine | constant
     patience: int = 6  # early-stopping patience in epochs on val_balanced_accuracy (0 = off)
-    steps_per_epoch: int | None = None  # cap on training steps per epoch (None = whole split)
+    select_best: bool = True  # keep the best validation epoch (False: the last epoch's weights)
+    steps_per_epoch: int | None = None  # steps per epoch (None: one pass; set: the stream repeats)
     # --- data handling ---
     augment: str = "online"  # none | online (tf.data) | offline (balanced manifest) | both
     balance_target: int | None = None  # offline balancing: images per class in train (None = max)
@@ -168,12 +169,13 @@ class TrainConfig:
         )
 
 
-def field_comments() -> dict[str, str]:
-    """{field: its comment} read from this class's source (the CLI's --help text)."""
+def field_comments(cls: type = None) -> dict[str, str]:
+    """{field: its comment} read from a config dataclass's source (default TrainConfig): the
+    commands' --help text."""
     import inspect
 
     comments = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    for line in inspect.getsource(cls or TrainConfig).splitlines():
         name, colon, rest = line.strip().partition(":")
         if colon and name.isidentifier() and "  # " in rest:
             comments[name] = rest.split("  # ", 1)[1].strip()

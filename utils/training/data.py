@@ -95,8 +95,9 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
                                        balanced=config.imbalance == "sampling", **common),
         "steps": pipeline.steps_for(len(train_rows), config.batch_size),
     }
-    if config.steps_per_epoch:
-        result["steps"] = min(result["steps"], config.steps_per_epoch)
+    if config.steps_per_epoch:  # a fixed number of steps per epoch: an endless stream
+        result["steps"] = config.steps_per_epoch
+        result["train"] = result["train"].repeat()
     for split in ("val", "test"):
         rows = manifest[manifest["split"] == split]
         result[split] = pipeline.make_dataset(rows, training=False, **common) if len(rows) else None

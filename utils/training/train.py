@@ -231,7 +231,7 @@ def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConf
     import tensorflow as tf
 
     best = run_dir / runs.BEST_CHECKPOINT
-    if best.is_file():  # same model object: its traced predict function is reused
+    if best.is_file() and config.select_best:  # same model object: traced predict reused
         model.load_weights(str(best))
     with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
         model.save(str(tmp))
