@@ -28,6 +28,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import time
 import typing
 from dataclasses import dataclass, replace
@@ -49,7 +50,7 @@ MANIFESTS = {"published": "published-manifest.csv", "lesion": "lesion-manifest.c
 PUBLISHED_ACCURACY = 0.9787  # DenseNet201, HAM10000: 3,498 / 3,574 on its own test split
 # Settings that choose which models to run or report, not how they are made: a work folder
 # resumes with other values of these (finished models are found by size, epochs and seed).
-RUN_FIELDS = ("image_size", "epochs", "sweep", "seeds", "n_boot", "workers")
+RUN_FIELDS = ("image_size", "epochs", "sweep", "seeds", "n_boot", "workers", "run_eagerly")
 
 
 @dataclass(frozen=True)
@@ -315,9 +316,15 @@ def config_from_args(args: argparse.Namespace) -> AuditConfig:
 def command_line(config: AuditConfig) -> str:
     """The shortest `python -m utils audit` command that gives this config."""
     default = AuditConfig()
-    parts = [f"--{f.name.replace('_', '-')} {getattr(config, f.name)}"
-             for f in dataclasses.fields(AuditConfig)
-             if getattr(config, f.name) != getattr(default, f.name)]
+    parts = []
+    for item in dataclasses.fields(AuditConfig):
+        value, flag = getattr(config, item.name), "--" + item.name.replace("_", "-")
+        if value == getattr(default, item.name):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
     return " ".join(["python -m utils audit", *parts])
 
 
