@@ -22,7 +22,11 @@ import pandas as pd
 from utils.scoring import metrics
 from utils.scoring.predictions import arrays_from_predictions, class_columns
 
-RATES = ("accuracy", "balanced_accuracy")
+# accuracy_at_own_mix: recall per class weighted by the class mix of the protocol's own test
+# split - on the own test it is the accuracy; on the clean test (HAM10000's natural mix, two
+# thirds nv) it is what the accuracy would be at the own test's mix, so own - clean isolates
+# the leak from the difference in class mix.
+RATES = ("accuracy", "balanced_accuracy", "accuracy_at_own_mix")
 Runs = Mapping[tuple[int, str], Mapping[str, pd.DataFrame]]  # (seed, protocol) -> {set: frame}
 
 
@@ -35,13 +39,26 @@ def lesion_weights(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator) -
     return counts[:, index].astype(float)
 
 
-def rates(frame: pd.DataFrame, weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Accuracy and balanced accuracy, (B,) per weight row (the metric code of utils.scoring)."""
+def class_mix(frame: pd.DataFrame) -> np.ndarray:
+    """Share of each class (columns' order) among a predictions frame's rows."""
+    y_true, probs, _ = arrays_from_predictions(frame)
+    return np.bincount(y_true, minlength=probs.shape[1]) / len(y_true)
+
+
+def rates(frame: pd.DataFrame, weights: np.ndarray | None = None,
+          mix: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """RATES, (B,) per weight row (the metric code of utils.scoring); `mix`: the class mix of
+    accuracy_at_own_mix (default: this frame's own)."""
     y_true, probs, _ = arrays_from_predictions(frame)
     matrices = metrics.confusion_matrices(y_true, metrics.predicted_labels(probs),
                                           probs.shape[1], weights)
     values = metrics.rates_from_confusion(matrices)
-    return {name: values[name] for name in RATES}
+    recall = values["sensitivity"]  # (B, K), NaN for a class absent from a replicate
+    mix = class_mix(frame) if mix is None else mix
+    present = ~np.isnan(recall)
+    mixed = np.nansum(recall * mix, axis=1) / np.maximum((present * mix).sum(axis=1), 1e-12)
+    return {"accuracy": values["accuracy"], "balanced_accuracy": values["balanced_accuracy"],
+            "accuracy_at_own_mix": mixed}
 
 
 def _interval(point: float, replicates: np.ndarray) -> dict[str, float | None]:
@@ -67,10 +84,11 @@ def paired_summary(runs: Runs, seeds: Sequence[int], protocols: Sequence[str],
     point: dict[tuple[str, str], np.ndarray] = {}  # (protocol, set) -> (rate, seeds) point
     boot: dict[tuple[str, str, str], np.ndarray] = {}  # (protocol, set, rate) -> (B, seeds)
     for protocol in protocols:
+        mix = class_mix(runs[(seeds[0], protocol)]["own_test"])
         for test in ("own_test", "clean_test"):
             key = "clean_test" if test == "clean_test" else f"own_test/{protocol}"
-            per_seed = [(rates(runs[(s, protocol)][test]),
-                         rates(runs[(s, protocol)][test], weights[key])) for s in seeds]
+            per_seed = [(rates(runs[(s, protocol)][test], mix=mix),
+                         rates(runs[(s, protocol)][test], weights[key], mix)) for s in seeds]
             for rate in RATES:
                 point[(protocol, test, rate)] = np.array([p[rate][0] for p, _ in per_seed])
                 boot[(protocol, test, rate)] = np.stack([b[rate] for _, b in per_seed], axis=1)
@@ -101,7 +119,7 @@ def paired_summary(runs: Runs, seeds: Sequence[int], protocols: Sequence[str],
                 (point[(first, "clean_test", rate)] - point[(second, "clean_test", rate)]).mean(),
                 mean_over_draws(boot[(first, "clean_test", rate)]
                                 - boot[(second, "clean_test", rate)]))
-               for rate in RATES}}
+               for rate in ("accuracy", "balanced_accuracy")}}
     return summary
 
 
