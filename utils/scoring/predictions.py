@@ -51,7 +51,17 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found; train a model or run `predict` first")
-    frame = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "label": str})
+    redo = "write it again (train or `python -m utils predict`)"
+    try:
+        frame = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "label": str})
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (0 bytes); {redo}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"{path}: cannot be parsed as a predictions CSV ({reason}); "
+                        f"{redo}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # rows longer than the header
+        raise DataError(f"{path}: its rows have more fields than its header; {redo}")
     validate_predictions(frame, source=str(path))
     return frame
 
@@ -61,7 +71,7 @@ def validate_predictions(frame: pd.DataFrame, source: str = "predictions") -> tu
     classes = class_columns(frame)
     if not classes:
         raise DataError(f"{source}: no probability columns after {PREDICTION_ID_COLUMNS}")
-    probs = frame[list(classes)].to_numpy(dtype=float)
+    probs = frame[list(classes)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
