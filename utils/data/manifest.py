@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio
+from utils.data.table import infer_numbers
 from utils.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -44,28 +45,24 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; write it with `python -m utils split`")
     again = "write it again with `python -m utils split`"
-    try:
-        header = pd.read_csv(path, nrows=0).columns
-        missing = [c for c in ("image_id", "path", "label", "split") if c not in header]
-        if missing:
-            raise DataError(f"{path}: not a split manifest (missing column(s) "
-                            f"{', '.join(missing)}); {again}")
-        strings = [c for c in header if c in STRING_COLUMNS]
-        frame = pd.read_csv(
-            path, dtype={c: str for c in strings}, keep_default_na=False,
-            na_values={c: [""] for c in header if c not in strings},
-        )
+    try:  # every value as text: numbers are parsed by table.infer_numbers, never pandas' C parser
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: empty file (0 bytes); {again}") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
-        if isinstance(error, DataError):
-            raise
         raise DataError(f"{path}: cannot be parsed as a manifest ({_short(error)}); "
                         f"{again}") from None
+    missing = [c for c in ("image_id", "path", "label", "split") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: not a split manifest (missing column(s) "
+                        f"{', '.join(missing)}); {again}")
     if len(frame) == 0:
         raise DataError(f"{path}: has a header but no rows; {again}")
     if not isinstance(frame.index, pd.RangeIndex):  # rows longer than the header
         raise DataError(f"{path}: its rows have more fields than its header; {again}")
+    for column in frame.columns:
+        if column not in STRING_COLUMNS:
+            frame[column] = infer_numbers(frame[column])
     for column in NULLABLE_STRING_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype(object).where(frame[column] != "", np.nan)

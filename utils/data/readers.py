@@ -33,7 +33,7 @@ from utils.data.datasets import (
     ISIC2019_METADATA,
     DatasetInfo,
 )
-from utils.data.table import clean_values, finish_table
+from utils.data.table import clean_values, finish_table, parse_numbers
 from utils.data.validation import Problem
 from utils.errors import ConfigError, DataError
 
@@ -248,7 +248,7 @@ def _merge_isic2019_metadata(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
         lesion = aligned["lesion_id"].fillna("").to_numpy(dtype=object)
         rows["lesion_id"] = np.where(lesion == "", rows["image_id"].to_numpy(dtype=object), lesion)
     if "age_approx" in aligned:
-        rows["age"] = pd.to_numeric(aligned["age_approx"], errors="coerce").to_numpy()
+        rows["age"] = parse_numbers(aligned["age_approx"])
     if "sex" in aligned:
         rows["sex"] = clean_values(aligned["sex"]).to_numpy(dtype=object)
     if "anatom_site_general" in aligned:

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from utils.data.table import parse_numbers
 from utils.errors import DataError
 
 MAX_LISTED = 20  # problems spelled out in one DataError message
@@ -158,7 +159,8 @@ def one_hot_labels(
 
     A valid row holds exactly one 1 and zeros elsewhere ("1", "1.0", "0.0" accepted).
     """
-    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    values = np.column_stack([parse_numbers(frame[c]) for c in columns]) if len(frame) else \
+        np.zeros((0, len(columns)))
     labels: list[str | None] = []
     problems = []
     for position, row in enumerate(values):

@@ -173,7 +173,8 @@ def make_dataset(
     balanced: training only - an endless stream with equal class probabilities (give
         `steps_per_epoch` to fit); the alternative to class weights.
     check_images: pass every file through the image gate first (utils.data.images: header
-        reads, about 0.1 ms a file) and raise one DataError listing every refused file -- TF's
+        reads; 0.4 s for HAM10000's 10,015 files, reports/image_gate.md) and raise one
+        DataError listing every refused file -- TF's
         decoder would otherwise stop mid-epoch, or decode a huge header as a grey canvas. Skipped
         when a complete on-disk cache of these rows exists (the files are not read then).
     """
