@@ -41,13 +41,15 @@ def test_paper_protocol_leaks_and_lesion_protocol_does_not(synthetic_ham, tmp_pa
 
 @pytest.mark.slow
 def test_audit_command_trains_both_protocols_and_writes_the_report(synthetic_ham, tmp_path):
-    from utils import cli
+    from utils import cli, fileio
 
     out = tmp_path / "leakage_audit.md"
+    before = fileio.tree_digest(synthetic_ham)
     code = cli.main(["audit", "--data-dir", str(synthetic_ham), "--dataset", "synthetic",
                      "--cap-per-class", "30", "--image-size", "32", "--epochs", "1",
                      "--n-boot", "50", "--work-dir", str(tmp_path / "work"), "--out", str(out)])
     assert code == 0
+    assert fileio.tree_digest(synthetic_ham) == before  # the data folder is only read
     text = out.read_text()
     assert "published: augment class folders, then counter split" in text
     assert "ours: lesion-grouped split, then balance train only" in text

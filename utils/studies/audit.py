@@ -26,7 +26,10 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import non_negative_int
 from utils.data.manifest import save_manifest
+from utils.errors import ConfigError
+from utils.training import runs
 from utils.training.config import TrainConfig
 
 PROTOCOLS = ("paper", "lesion")
@@ -169,13 +172,23 @@ def load_table(config: AuditConfig) -> pd.DataFrame:
     return readers.read_table(training_data.data_dir(probe))
 
 
+def check_inputs(config: AuditConfig) -> None:
+    """ConfigError / DataError for settings no training could use or a missing data folder."""
+    from utils.data import readers
+
+    train_config(config, Path(runs.MANIFEST)).resolve(gpu_visible=False)
+    if config.data_dir is not None:
+        readers.detect_layout(config.data_dir)
+
+
 def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Run both protocols (resumable: finished runs are reused) and return the comparison."""
     work_dir = Path(work_dir or paths.runs_dir() / f"leakage-audit-{config.dataset}")
+    check_inputs(config)  # before any folder is made
     work_dir.mkdir(parents=True, exist_ok=True)
     saved = work_dir / "audit_config.json"
     if saved.is_file() and json.loads(saved.read_text()) != dataclasses.asdict(config):
-        raise ValueError(f"{paths.display(work_dir)} holds an audit with other settings; "
+        raise ConfigError(f"{paths.display(work_dir)} holds an audit with other settings; "
                          f"choose another --work-dir or delete that folder")
     fileio.write_json(saved, dataclasses.asdict(config))
     table = cap_per_class(load_table(config), config.cap_per_class, config.seed)
@@ -255,7 +268,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for item in dataclasses.fields(AuditConfig):
         flag = "--" + item.name.replace("_", "-")
-        kind = {"int": int, "int | None": int}.get(str(item.type), str)
+        kind = {"int": non_negative_int, "int | None": non_negative_int}.get(str(item.type), str)
         parser.add_argument(flag, type=kind, default=None, metavar=item.name.upper())
     parser.add_argument("--work-dir", default=None, help="where manifests and runs go "
                         "(default runs/leakage-audit-<dataset>; reused to resume)")
