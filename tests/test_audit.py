@@ -119,14 +119,16 @@ def test_isic2019_subset_builds_both_protocols(isic2019_real, tmp_path):
 
 @pytest.mark.slow
 def test_audit_command_end_to_end_and_resumes(synthetic_ham, tmp_path):
-    from utils import cli
+    from utils import cli, fileio
 
     out = tmp_path / "report" / "leakage_audit.md"
+    before = fileio.tree_digest(synthetic_ham)
     argv = ["audit", "--data-dir", str(synthetic_ham), "--dataset", "ham10000",
             "--cap-per-class", "15", "--copies", SMALL_COPIES, "--image-size", "32",
             "--epochs", "1", "--sweep", "", "--seeds", "0,1", "--n-boot", "50",
             "--run-eagerly", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
     assert cli.main(argv) == 0
+    assert fileio.tree_digest(synthetic_ham) == before  # the data folder is only read
     summary = json.loads(out.with_suffix(".json").read_text())
     (main,) = summary["budgets"]
     for protocol in paper_protocol.PROTOCOLS:

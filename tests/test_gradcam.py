@@ -4,6 +4,8 @@ and masks, mask lookup and geometry, and the per-class localisation table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pandas as pd
@@ -348,3 +350,34 @@ def test_localisation_scores_over_a_table_with_masks(mobilenet, tmp_path):
 
     with pytest.raises(DataError, match="label_index"):
         localisation_scores(mobilenet, frame.drop(columns="label_index"), tmp_path)
+
+
+def test_grad_cam_skips_and_names_images_the_gate_refuses(mobilenet, tmp_path):
+    """The rest of the job goes on: refused images (and masks) are named in a warning and left
+    out; load_resized refuses them with a DataError naming the file."""
+    from hostile import HUGE, jpeg_declaring
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for number in range(3):
+        image_id = f"SYN_{number:07d}"
+        path = tmp_path / "HAM10000_images_part_1" / f"{image_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(path)
+        lesion = np.zeros((150, 200), bool)
+        lesion[40:90, 60:140] = True
+        _write_mask(
+            tmp_path / "HAM10000_segmentations_lesion" / f"{image_id}_segmentation.png", lesion
+        )
+        rows.append({"image_id": image_id, "path": str(path), "label": "mel", "label_index": 1})
+    Path(rows[1]["path"]).write_bytes(jpeg_declaring(*HUGE))
+    (tmp_path / "HAM10000_segmentations_lesion" / "SYN_0000002_segmentation.png").write_bytes(b"")
+    frame = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match="Grad-CAM skips") as caught:
+        scores = localisation_scores(mobilenet, frame, tmp_path, image_size=64)
+    assert list(scores["image_id"]) == ["SYN_0000000"]
+    text = " ".join(str(w.message) for w in caught)
+    assert "SYN_0000001.jpg declares 50000 x 50000" in text
+    assert "SYN_0000002_segmentation.png: empty file" in text
+    with pytest.raises(DataError, match="SYN_0000001.jpg declares 50000 x 50000"):
+        load_resized(rows[1]["path"], 64)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from utils import paths
+from utils.arguments import Fractions, checked, non_negative_int, positive_int
 from utils.data import datasets
 from utils.data.manifest import SPLITS, save_manifest
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
@@ -74,7 +74,7 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     values = np.asarray(fractions, dtype=float)
     if values.shape != (3,) or (values < 0).any() or not np.isclose(values.sum(), 1.0) \
             or values[0] <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test) "
+        raise ConfigError(f"fractions must be three non-negative numbers (train, val, test) "
                          f"summing to 1 with train > 0, got {list(fractions)}")
     return values
 
@@ -156,7 +156,7 @@ def lesion_kfold(
     "test", fold -1); every other row has split "train" -- `fold_view(manifest, f)` turns fold f
     into "val"."""
     if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+        raise ConfigError(f"k must be at least 2, got {k}")
     if test_fraction > 0:
         base = lesion_split(table, (1.0 - test_fraction, 0.0, test_fraction), seed)
     else:
@@ -271,11 +271,13 @@ def summarise(manifest: pd.DataFrame) -> pd.DataFrame:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, help="dataset folder (read only)")
     parser.add_argument("out", type=Path, help="manifest CSV to write (outside the data folder)")
-    parser.add_argument("--dataset", default=None, help="layout (default: detected)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default=None, type=checked(dataset_key, "dataset"),
+                        help="layout (default: detected)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS),
-                        metavar=("TRAIN", "VAL", "TEST"), help="image fractions per set")
-    parser.add_argument("--kfold", type=int, default=None, metavar="K",
+                        action=Fractions, metavar=("TRAIN", "VAL", "TEST"),
+                        help="image fractions per set")
+    parser.add_argument("--kfold", type=at_least_two, default=None, metavar="K",
                         help="K lesion-grouped folds over train+val; TEST fraction held out")
     parser.add_argument("--protocol", choices=("lesion", "paper"), default="lesion",
                         help="'paper' = the published counter split (LEAKS: audit only)")
@@ -284,12 +286,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(utils.data.duplicates; reads every image once)")
 
 
+def at_least_two(text: str) -> int:
+    """--kfold: an integer >= 2."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} folds: use 2 or more")
+    return value
+
+
+def dataset_key(name: str) -> str:
+    from utils.data import readers
+
+    return readers.dataset_key(name)
+
+
 def run(args: argparse.Namespace) -> int:
-    try:
-        manifest, out = _make_manifest(args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    manifest, out = _make_manifest(args)
     print(summarise(manifest).to_string())
     print(f"{len(manifest)} images, {manifest['lesion_id'].nunique()} lesions -> "
           f"{paths.display(out)}")

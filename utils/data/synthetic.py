@@ -28,6 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from utils import fileio, paths
+from utils.arguments import non_negative_int, positive_int
 from utils.data.datasets import (
     HAM10000,
     ISIC2019,
@@ -48,7 +49,7 @@ from utils.data.synthetic_drawing import (
     render_view,
     seeded_rng,
 )
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 
 GENERATOR_VERSION = 1  # bump whenever the drawing changes: stamps of older folders stop matching
 STAMP_NAME = "synthetic.json"  # parameters of the run that wrote the folder (enables resume)
@@ -133,7 +134,7 @@ def allocate_counts(total: int, weights: Mapping[str, float], minimum: int) -> d
     """Split `total` over classes in proportion to `weights` (largest remainder), with at least
     `minimum` per class (taken from the largest classes)."""
     if total < minimum * len(weights):
-        raise ValueError(
+        raise ConfigError(
             f"{total} images cannot hold {minimum} per class for {len(weights)} classes"
         )
     labels = list(weights)
@@ -168,7 +169,7 @@ def plan_lesions(
     """Lesions with HAM10000-like group sizes, class proportions from `counts`, shuffled."""
     minimum = min(MIN_LESIONS_PER_CLASS, n_images // len(counts))
     if minimum < 1:
-        raise ValueError(
+        raise ConfigError(
             f"n_images={n_images} is too small: need at least one image for each of the "
             f"{len(counts)} classes"
         )
@@ -278,7 +279,7 @@ def _prepare_root(root: Path, stamp: dict) -> bool:
 def _check_size(image_size: Sequence[int]) -> tuple[int, int]:
     width, height = (int(x) for x in image_size)
     if width < 32 or height < 32:
-        raise ValueError(
+        raise ConfigError(
             f"image_size must be at least 32x32 pixels (width, height), got {image_size}"
         )
     return width, height
@@ -432,18 +433,13 @@ GENERATORS: Mapping[str, tuple[Callable[..., Path], str, int]] = {
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(x) for x in text.lower().split("x"))
+        if min(width, height) < 1:
+            raise ValueError
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected WIDTHxHEIGHT such as 200x150, got {text!r}"
         ) from None
     return width, height
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number of images, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -462,11 +458,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--n-images",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="number of images (default: 1000 for ham10000, 400 for isic2019)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="random seed (default: 0)")
     parser.add_argument(
         "--image-size",
         type=_size,
@@ -474,7 +471,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="image width x height in pixels (default: 200x150)",
     )
-    parser.add_argument("--workers", type=int, default=None, help="threads (default: min(2, CPUs))")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads (default: min(2, CPUs))")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ import tensorflow as tf
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from utils.data import images as image_files
 from utils.data.datasets import HAM_MASKS_TSCHANDL, MASK_FOLDERS, MASK_SUFFIX
 from utils.errors import DataError
 from utils.training import pipeline
@@ -217,8 +218,10 @@ def load_resized(
 
     A mask goes through the same resize as a grey image and is thresholded at half intensity, so
     image and mask stay aligned whatever their resolutions (600x450 images, 200x150 masks).
+    The file passes the image gate first (utils.data.images): DataError naming a refused file.
     """
     policy = _policy(resize_policy)
+    image_files.probe(path)
     if not mask:
         image = pipeline.load_image(tf.constant(str(path)), image_size, policy)
         return image.numpy().astype("float32")
@@ -254,6 +257,7 @@ def localisation_scores(
             f"localisation_scores needs a TABLE with columns {sorted(missing)} (missing)"
         )
     size = image_size or int(model.input_shape[1])
+    frame = _gated(frame, mask_root)
     explainer = grad_model(model, layer_name)  # default: the registry's last conv layer
     rows = []
     for start in tqdm(range(0, len(frame), batch_size), desc="Grad-CAM", unit="batch", leave=False):
@@ -280,7 +284,23 @@ def localisation_scores(
                     "mask_fraction": float(region.mean()),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["image_id", "label", "label_index", "predicted_index",
+                                       "energy_inside", "pointing_hit", "mask_fraction"])
+
+
+def _gated(frame: pd.DataFrame, mask_root: str | os.PathLike) -> pd.DataFrame:
+    """The rows whose image and lesion mask pass the image gate; a warning names every file
+    refused (the rest of the job goes on)."""
+    import warnings
+
+    masks = [mask_path_for(image_id, mask_root) for image_id in frame["image_id"]]
+    image_headers, image_problems = image_files.screen(frame["path"].tolist(), progress=False)
+    mask_headers, mask_problems = image_files.screen(masks, progress=False)
+    for problem in image_problems + mask_problems:
+        warnings.warn(f"Grad-CAM skips {problem}", stacklevel=3)
+    keep = np.array([a is not None and b is not None
+                     for a, b in zip(image_headers, mask_headers)], dtype=bool)
+    return frame.loc[keep]
 
 
 def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:

@@ -38,9 +38,10 @@ from typing import Any
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import checked, non_negative_int, positive_int, probability
 from utils.data import datasets
 from utils.data.manifest import load_manifest, save_manifest
-from utils.errors import DataError
+from utils.errors import ConfigError
 from utils.studies import paper_protocol
 from utils.studies.paper_protocol import PROTOCOLS
 from utils.training.config import TrainConfig
@@ -50,6 +51,7 @@ MANIFESTS = {"published": "published-manifest.csv", "lesion": "lesion-manifest.c
 PUBLISHED_ACCURACY = 0.9787  # DenseNet201, HAM10000: 3,498 / 3,574 on its own test split
 # Settings that choose which models to run or report, not how they are made: a work folder
 # resumes with other values of these (finished models are found by size, epochs and seed).
+DATASETS = ("ham10000", "isic2019", "synthetic")
 RUN_FIELDS = ("image_size", "epochs", "sweep", "seeds", "n_boot", "workers", "run_eagerly")
 
 
@@ -79,11 +81,17 @@ class AuditConfig:
     run_eagerly: bool = False  # no graph tracing: faster only for tiny (test) runs
 
     def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset {self.dataset!r} is not one of {', '.join(DATASETS)}")
         if not 0 < self.clean_test_fraction < 0.5:
-            raise ValueError(f"clean_test_fraction must lie in (0, 0.5), got "
-                             f"{self.clean_test_fraction}")
-        if len(self.seed_list) < 1:
-            raise ValueError("seeds must name at least one seed, e.g. 0,1,2")
+            raise ConfigError(f"clean_test_fraction must lie in (0, 0.5), got "
+                              f"{self.clean_test_fraction}")
+        try:
+            if len(self.seed_list) < 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"seeds {self.seeds!r}: name at least one integer seed, e.g. "
+                              "0,1,2") from None
         self.budgets()  # validates the sweep
 
     @property
@@ -96,7 +104,7 @@ class AuditConfig:
         for item in filter(None, (part.strip() for part in self.sweep.split(","))):
             size, _, epochs = item.partition("x")
             if not (size.isdigit() and epochs.isdigit()):
-                raise ValueError(f"bad sweep item {item!r}: use SIZExEPOCHS, e.g. 32x2,64x8")
+                raise ConfigError(f"bad sweep item {item!r}: use SIZExEPOCHS, e.g. 32x2,64x8")
             if (int(size), int(epochs)) not in found:
                 found.append((int(size), int(epochs)))
         return found
@@ -223,6 +231,17 @@ def run_model(config: AuditConfig, protocol: str, size: int, epochs: int, seed: 
     return run_dir
 
 
+def check_inputs(config: AuditConfig) -> None:
+    """ConfigError / DataError for settings no training could use or a missing data folder."""
+    from utils.data import readers
+
+    for size, epochs in config.budgets():
+        train_config(config, "published", Path("manifest.csv"), size, epochs, 1,
+                     config.seed_list[0]).resolve(gpu_visible=False)
+    if config.data_dir is not None:
+        readers.detect_layout(config.data_dir)
+
+
 # --- the study ------------------------------------------------------------------------------------
 
 def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -232,6 +251,7 @@ def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dic
 
     started = time.time()
     work_dir = Path(work_dir or paths.runs_dir() / f"leakage-audit-{config.dataset}").resolve()
+    check_inputs(config)  # before any folder is made
     work_dir.mkdir(parents=True, exist_ok=True)
     saved = work_dir / "audit_config.json"
     settings = json.loads(json.dumps(dataclasses.asdict(config)))
@@ -239,8 +259,9 @@ def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dic
         before = json.loads(saved.read_text())
         changed = [k for k in settings if k not in RUN_FIELDS and before.get(k) != settings[k]]
         if changed:
-            raise DataError(f"{paths.display(work_dir)} holds an audit whose {', '.join(changed)} "
-                            "differ; choose another --work-dir or delete that folder")
+            raise ConfigError(f"{paths.display(work_dir)} holds an audit whose "
+                              f"{', '.join(changed)} differ; choose another --work-dir or delete "
+                              "that folder")
     fileio.write_json(saved, settings)
     table = load_table(config)
     manifests = build_manifests(table, config, work_dir)
@@ -273,10 +294,32 @@ def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dic
 
 # --- command line ---------------------------------------------------------------------------------
 
-def _option_type(annotation: Any) -> Any:
+# argparse types of the options whose values a plain str/int/float does not check
+OPTION_TYPES = {"dataset": checked(lambda text: _choice(text, DATASETS), "dataset"),
+                "backbone": checked(lambda text: backbone_name(text), "backbone"),
+                "clean_test_fraction": probability, "image_size": positive_int,
+                "epochs": positive_int, "batch_size": positive_int, "n_boot": positive_int,
+                "workers": positive_int, "synthetic_images": positive_int}
+
+
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+    return text
+
+
+def backbone_name(text: str) -> str:
+    from utils.training.config import backbone_name as check
+
+    return check(text)
+
+
+def _option_type(name: str, annotation: Any) -> Any:
+    if name in OPTION_TYPES:
+        return OPTION_TYPES[name]
     text = str(annotation)
-    for name, kind in (("bool", bool), ("float", float), ("int", int)):
-        if name in text:
+    for kind_name, kind in (("bool", bool), ("float", float), ("int", non_negative_int)):
+        if kind_name in text:
             return kind
     return str
 
@@ -290,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(AuditConfig)
     for item in dataclasses.fields(AuditConfig):
         flag = "--" + item.name.replace("_", "-")
-        kind = _option_type(hints[item.name])
+        kind = _option_type(item.name, hints[item.name])
         if kind is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default,
                                 help=comments.get(item.name))

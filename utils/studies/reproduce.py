@@ -22,10 +22,11 @@ from typing import Any
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import checked, non_negative_int, positive_int
 from utils.data.manifest import load_manifest
 from utils.tables import format_ci, markdown_table
 from utils.training import runs
-from utils.training.config import PRESETS, TrainConfig, preset
+from utils.training.config import PRESETS, TrainConfig, backbone_name, preset
 
 # The synthetic default: 1,000 generated images, MobileNetV2 from scratch at 64 px, every class
 # balanced offline to the largest training class; about 3-4 minutes on 2 CPU cores.
@@ -213,13 +214,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
                         help="dataset folder (default: the generated synthetic dataset)")
     parser.add_argument("--dataset", default="ham10000", choices=("ham10000", "isic2019"))
-    parser.add_argument("--backbone", default=None)
-    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--backbone", default=None, type=checked(backbone_name, "backbone"))
+    parser.add_argument("--image-size", type=positive_int, default=None)
     parser.add_argument("--weights", default=None, help="imagenet | none | a weights file")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=positive_int, default=None,
                         help="from-scratch epochs (with weights: stage-2 epochs)")
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--gradcam-images", type=int, default=60)
+    parser.add_argument("--n-boot", type=non_negative_int, default=1000)
+    parser.add_argument("--gradcam-images", type=non_negative_int, default=60)
     parser.add_argument("--run-dir", default=None, help="resume this run folder")
     parser.add_argument("--report-dir", default=None,
                         help="where the report goes (default <run folder>/report)")

@@ -86,9 +86,12 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
     """train/val/test tf.data pipelines and the training steps per epoch."""
     from utils.training import pipeline
 
+    if not config.cache:  # every split at once: one error lists every bad file
+        pipeline.require_images(manifest)
     common = dict(image_size=config.image_size, batch_size=config.batch_size,
                   num_classes=num_classes, seed=config.seed, resize_policy=config.resize_policy,
-                  cache=config.cache, deterministic=config.deterministic)
+                  cache=config.cache, deterministic=config.deterministic,
+                  check_images=config.cache)  # with a cache: per split, unless cached already
     train_rows = manifest[manifest["split"] == "train"]
     result = {
         "train": pipeline.make_dataset(train_rows, training=True, augment=online_augment(config),
