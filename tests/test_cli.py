@@ -105,7 +105,7 @@ CASES = [
      ["no-such-thing: data folder not found"]),
     ("audit --epochs -2", 2, ["-2 is not a positive integer"]),
     ("reproduce --backbone densenet", 2, ["'densenet'"]),
-    ("reproduce --image-size 0", 2, ["0 is not a positive integer"]),
+    ("reproduce --image-size 0", 2, ["expected a whole number >= 32", "'0'"]),
     ("reproduce --data-dir {missing} --run-dir {root}/repro", 1,
      ["no-such-thing: data folder not found"]),
     ("download imagenet", 2, ["'imagenet'", "ham10000"]),

@@ -61,12 +61,14 @@ def build_manifest(config: TrainConfig) -> pd.DataFrame:
 
 def offline_balance(manifest: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     """Augment the training split offline up to the balance target (utils.augmentation.balance);
-    the output folder under data/processed/balanced/ is keyed by the training images, size and
-    seed."""
+    the output folder under data/processed/balanced/ is keyed by the training images (ids and
+    paths), size and seed."""
     from utils.augmentation import balance
 
-    train_ids = manifest.loc[manifest["split"] == "train", "image_id"].astype(str)
-    key = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:12]
+    train = manifest.loc[manifest["split"] == "train"]
+    # keyed by ids and paths: a regenerated dataset (same ids, new folder) gets new copies
+    train_files = sorted(train["image_id"].astype(str) + "\t" + train["path"].astype(str))
+    key = hashlib.sha256("\n".join(train_files).encode()).hexdigest()[:12]
     out_dir = (paths.processed_dir() / "balanced" /
                f"{config.dataset}-{config.image_size}px-seed{config.seed}-{key}")
     return balance.balance_manifest(manifest, out_dir, target=config.balance_target,
