@@ -146,7 +146,12 @@ def test_audit_command_end_to_end_and_resumes(synthetic_ham, tmp_path):
     assert len(histories) == 4
     stamps = [p.stat().st_mtime for p in histories]
     argv[argv.index("--seeds") + 1] = "1"  # a smaller report from the same work folder
-    assert cli.main(argv) == 0  # resumes: every model is reused, nothing retrains
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n<!-- audit:start -->\nold\n<!-- audit:end -->\nrest\n")
+    assert cli.main([*argv, "--readme", str(readme)]) == 0  # resumes: nothing retrains
+    text = readme.read_text()
+    assert "At the main budget" in text and "old" not in text and text.endswith("rest\n")
+    assert "](report/leakage_audit_sweep.png)" in text
     assert [p.stat().st_mtime for p in histories] == stamps
     assert json.loads(out.with_suffix(".json").read_text())["budgets"][0]["seeds"] == [1]
 

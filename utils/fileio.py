@@ -84,3 +84,19 @@ def tree_digest(folder: str | os.PathLike) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
+
+
+def replace_block(path: str | os.PathLike, name: str, text: str) -> Path:
+    """Replace what stands between the markers `<!-- name:start -->` and `<!-- name:end -->`
+    of a text file (e.g. a generated section of the README) with `text`, atomically."""
+    path = Path(path)
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    content = path.read_text(encoding="utf-8")
+    if start not in content or end not in content:
+        from utils.errors import DataError
+
+        raise DataError(f"{path} has no {start} ... {end} block; add the two markers where the "
+                        "generated text should go")
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return write_text(path, f"{head}{start}\n{text.strip()}\n{end}{tail}")

@@ -345,6 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "reused to resume)")
     parser.add_argument("--out", default=None, help="markdown report; a JSON twin and the figure "
                         "go beside it (default <work dir>/leakage_audit.md)")
+    parser.add_argument("--readme", default=None,
+                        help="also write the result in plain words into this file's "
+                             "<!-- audit:start --> ... <!-- audit:end --> block")
 
 
 def config_from_args(args: argparse.Namespace) -> AuditConfig:
@@ -380,7 +383,13 @@ def run(args: argparse.Namespace) -> int:
     summary = audit(config, work_dir)
     summary["command"] = command_line(config) + (f" --out {args.out}" if args.out else "")
     out = Path(args.out) if args.out else work_dir / "leakage_audit.md"
+    if args.readme:
+        summary["command"] += f" --readme {args.readme}"
     written = audit_report.write_report(summary, out)
+    if args.readme:
+        fileio.replace_block(args.readme, "audit", audit_report.readme_text(summary, out,
+                                                                            args.readme))
+        written.append(Path(args.readme))
     print(audit_report.plain_summary(summary))
     print("report: " + ", ".join(paths.display(p) for p in written))
     return 0
