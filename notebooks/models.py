@@ -112,8 +112,10 @@ plots.training_curves(run_dir / "history.csv")
 
 # %% [markdown]
 # ## 6. Test metrics
-# Balanced accuracy, macro AUC, melanoma sensitivity… with lesion-level bootstrap 95 % intervals
-# (`utils/scoring/metrics.py`).
+# Balanced accuracy, macro AUC, per-class precision, recall, F1, MCC… with lesion-level
+# bootstrap 95 % intervals (`utils/scoring/metrics.py`). The melanoma operating point is fixed on
+# the validation predictions: `python -m utils evaluate <run folder>` reports it, with the model
+# card.
 
 # %%
 test_predictions = predictions.read_predictions(run_dir / "predictions_test.csv")

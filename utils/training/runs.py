@@ -5,7 +5,8 @@ studies and tests read it through these names:
 config.json (resolved TrainConfig), manifest.csv (the split trained on), history.csv (one row per
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
 run_info.json (time, device, versions), checkpoints/ and backup/ (resume), logs/ (TensorBoard),
-and the evaluation outputs metrics.json / metrics.csv / plots/.
+and the evaluation outputs metrics.json / metrics.csv / plots/, selective.csv, subgroups.csv,
+corruptions.csv, model_card.md and external/<test set>/.
 """
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ BEST_CHECKPOINT = Path("checkpoints") / "best.weights.h5"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
+# evaluation outputs beside metrics.json (utils.evaluation.evaluate)
+MODEL_CARD = "model_card.md"
+SELECTIVE = "selective.csv"  # abstention: validation-fixed coverage points and AURC
+SUBGROUPS = "subgroups.csv"  # metrics per age band, sex, site, dx_type, source
+CORRUPTIONS = "corruptions.csv"  # balanced accuracy per corruption and severity
+EXTERNAL_DIR = "external"  # external/<test set>/: predictions_test.csv, metrics.json, plots/
 
 
 def predictions_name(split: str, variant: str = "") -> str:
