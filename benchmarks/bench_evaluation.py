@@ -43,9 +43,9 @@ def main() -> None:
             name.unlink()
         rows: list[tuple[str, float]] = []
         n = args.n_boot
-        timed("warm-up (imports, first model load)",
-              lambda: evaluate.evaluate(run_dir, n_boot=10, plots=False, selective=False,
-                                        subgroups=False, card=False), [])
+        timed("warm-up (TensorFlow import, first model load and trace)",
+              lambda: evaluate.evaluate(run_dir, n_boot=10, tta=True, plots=False,
+                                        selective=False, subgroups=False, card=False), [])
         timed("before: metrics + test TTA + temperature + plots", lambda: evaluate.evaluate(
             run_dir, n_boot=n, tta=True, calibrate=True, selective=False, subgroups=False,
             card=False), rows)

@@ -63,7 +63,8 @@ def run_dir(tiny_run, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # the scorer calls DataFrame.applymap
 def test_isic2018_task3_end_to_end_matches_the_official_scorer(run_dir, task3_dir, capsys):
-    assert cli.main(["external", str(run_dir), str(task3_dir), "--n-boot", "50"]) == 0
+    assert cli.main(["external", str(run_dir), str(task3_dir), "--n-boot", "50",
+                     "--no-plots"]) == 0
     assert "official isic-challenge-scoring" in capsys.readouterr().out
     out = run_dir / "external" / "isic2018_task3_test"
     result = json.loads((out / "metrics.json").read_text())

@@ -47,6 +47,27 @@ def data_source(config: TrainConfig) -> str:
     return (f"{info.title} from {config.data_dir}; licence {info.licence}; {info.citation}.")
 
 
+def stored_sizes(paths: pd.Series) -> str:
+    """The pixel sizes (width x height) of the image files as stored, most common first (read
+    from the file headers)."""
+    from PIL import Image
+
+    counts: dict[str, int] = {}
+    missing = 0
+    for path in paths.astype(str):
+        try:
+            with Image.open(path) as image:
+                key = f"{image.width}x{image.height}"
+        except OSError:
+            missing += 1
+            continue
+        counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts.items(), key=lambda item: -item[1])
+    text = ", ".join(f"{size} ({n})" for size, n in ranked[:3])
+    text += f", {len(ranked) - 3} other sizes" if len(ranked) > 3 else ""
+    return (text or "none readable") + (f"; {missing} files not found" if missing else "")
+
+
 def _demographics(test: pd.DataFrame) -> str:
     parts = []
     if "age" in test and test["age"].notna().any():
@@ -108,7 +129,8 @@ def checklist_rows(config: TrainConfig, info: dict, manifest: pd.DataFrame,
     extra = {k: v for k, v in config.to_dict().items() if k in ("preprocess",) and v}
     rows = [
         ["data", "image type", FILLED,
-         "Dermoscopic images." if facts else "Synthetic dermoscopy-like images."],
+         ("Dermoscopic images" if facts else "Synthetic dermoscopy-like images")
+         + f"; test images as stored (pixels): {stored_sizes(test['path'])}."],
         ["data", "source and licence", FILLED, data_source(config)],
         ["data", "image selection", FILLED,
          f"Every image of the folder that passed the reader's checks ({len(originals)} images"

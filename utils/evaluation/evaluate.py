@@ -299,16 +299,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command as typed, for the model card."""
-    flags = [f"--{name} {getattr(args, name.replace('-', '_'))}"
-             for name in ("split", "n-boot", "seed", "specificity", "val-predictions")
-             if getattr(args, name.replace("-", "_")) not in (None, "test", 0,
-                                                              metrics.DEFAULT_N_BOOT,
-                                                              metrics.DEFAULT_SPECIFICITY)]
-    flags += [f"--{name}" for name in ("tta", "calibrate", "corruptions", "no-selective",
-                                       "no-subgroups", "no-plots")
-              if getattr(args, name.replace("-", "_"))]
-    return " ".join(["python -m utils evaluate", args.target, *flags])
+    """The command as typed (options left at their defaults omitted), for the model card."""
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    parts = ["python -m utils evaluate", str(args.target)]
+    for name in ("split", "n_boot", "seed", "specificity", "val_predictions"):
+        value = getattr(args, name)
+        if value != defaults.get_default(name):
+            parts.append(f"--{name.replace('_', '-')} {value}")
+    parts += [f"--{name.replace('_', '-')}" for name in (
+        "tta", "calibrate", "corruptions", "no_selective", "no_subgroups", "no_plots")
+        if getattr(args, name)]
+    return " ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -159,7 +159,8 @@ def subgroup_lines(result: dict[str, Any]) -> list[str]:
         return head + [section.get("note", "No metadata to group by.")]
     classes = result["classes"]
     lines = head + [
-        f"Test images grouped by the metadata the dataset has. Groups with fewer than "
+        f"Test images (plain predictions) grouped by the metadata the dataset has. Groups "
+        f"with fewer than "
         f"{section['min_images']} images are reported as too small, without numbers. Balanced "
         "accuracy is over the classes present in the group; recall cells read \"recall (images "
         "of that class in the group)\". CIs of every value are in "

@@ -79,7 +79,7 @@ class Mahalanobis:
         distances = []
         for mean in self.means:
             diff = features - mean
-            distances.append(np.einsum("nd,de,ne->n", diff, self.precision, diff))
+            distances.append(((diff @ self.precision) * diff).sum(axis=1))
         return np.min(np.stack(distances, axis=1), axis=1)
 
 

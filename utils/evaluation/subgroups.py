@@ -171,6 +171,7 @@ def plot(section: dict[str, Any], overall: dict[str, Any] | None = None,
         if overall is not None and overall.get("value") is not None:
             ax.axvline(overall["value"], linestyle="--", color="grey")
         ax.set_xlim(0, 1)
+        ax.set_ylim(-0.6, len(groups) - 0.4)
         ax.set_title(attribute["attribute"], fontsize=9)
     if not found:
         axes[0].text(0.5, 0.5, section.get("note", "no metadata"), ha="center", va="center")
