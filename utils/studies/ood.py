@@ -115,17 +115,17 @@ def score_run(run_dir: Path, unknown: pd.DataFrame, holdout: str, n_boot: int,
     manifest = run.manifest
     model = models.load_model(run.model_path, compile=False)
 
-    def extract(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        data = pipeline.make_dataset(rows, run.config.image_size, run.config.batch_size,
-                                     training=False, num_classes=len(classes),
-                                     resize_policy=run.config.resize_policy)
-        return ood_scores.features_and_logits(model, data)
-
     train_rows = manifest[(manifest["split"] == "train") & ~augmented_mask(manifest)]
     test_rows = manifest[manifest["split"] == "test"].reset_index(drop=True)
-    train_features, _ = extract(train_rows)
-    test_features, test_logits = extract(test_rows)
-    unknown_features, unknown_logits = extract(unknown)
+    parts = [train_rows, test_rows, unknown]
+    columns = ["path", "label_index"]
+    data = pipeline.make_dataset(pd.concat([p[columns] for p in parts], ignore_index=True),
+                                 run.config.image_size, run.config.batch_size, training=False,
+                                 num_classes=len(classes), resize_policy=run.config.resize_policy)
+    features, logits = ood_scores.features_and_logits(model, data)  # one pass, one trace
+    ends = np.cumsum([len(p) for p in parts])[:-1]
+    train_features, test_features, unknown_features = np.split(features, ends)
+    _, test_logits, unknown_logits = np.split(logits, ends)
     detector = ood_scores.Mahalanobis(train_features, train_rows["label_index"].to_numpy())
 
     known_classes = [classes[k] for k in keep]
