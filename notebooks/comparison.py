@@ -4,9 +4,11 @@
 # **Aim.** Put every finished training run side by side on its held-out, lesion-grouped test
 # split: test balanced accuracy (the ISIC ranking metric: mean per-class recall) with a 95 %
 # bootstrap confidence interval that resamples *lesions*, macro-F1, macro one-vs-rest ROC AUC,
-# melanoma sensitivity at 80 % specificity, and training time. The table comes from
+# the melanoma rule fixed on validation at 80 % specificity (its test sensitivity and test
+# specificity), and training time. The table comes from
 # `utils/evaluation/compare.py` (`python -m utils compare`), never typed by hand; metrics are
-# defined in `utils/scoring/metrics.py` and match the official `isic-challenge-scoring` package.
+# defined in `utils/scoring/metrics.py`; balanced accuracy and AUC match the official
+# `isic-challenge-scoring` package.
 #
 # **Data.** The predictions each run wrote (`runs/<run>/predictions_test.csv`). Runs trained on
 # HAM10000 (CC BY-NC-SA 4.0, Tschandl et al., Sci. Data 5:180161, 2018) or ISIC 2019

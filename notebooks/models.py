@@ -122,9 +122,10 @@ plots.training_curves(run_dir / runs.HISTORY)
 
 # %% [markdown]
 # ## 6. Test metrics
-# Balanced accuracy (the ISIC ranking metric), accuracy, macro-F1, macro AUC and melanoma
-# sensitivity, each with a lesion-level bootstrap 95 % interval (`utils/scoring/metrics.py`).
-# The test split chose nothing: the epoch was picked on validation.
+# Balanced accuracy, macro AUC, per-class precision, recall, F1, MCC… with lesion-level
+# bootstrap 95 % intervals (`utils/scoring/metrics.py`). The melanoma operating point is fixed on
+# the validation predictions: `python -m utils evaluate <run folder>` reports it, with the model
+# card.
 
 # %%
 test_predictions = predictions.read_predictions(run_dir / runs.predictions_name("test"))

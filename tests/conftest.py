@@ -98,3 +98,10 @@ def _make_run(root: Path, data_dir: Path, image_size: int = 32, seed: int = 0,
 def make_run() -> Callable[..., Path]:
     """Builds a run folder from a tiny conv net really trained on synthetic images."""
     return _make_run
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_ham: Path, tmp_path_factory: pytest.TempPathFactory,
+             make_run: Callable[..., Path]) -> Path:
+    """One tiny trained run folder shared by the evaluation tests (copy it before writing)."""
+    return make_run(tmp_path_factory.mktemp("tiny_run"), synthetic_ham)

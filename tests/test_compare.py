@@ -49,10 +49,21 @@ def test_compare_two_runs(runs_root, tmp_path, capsys):
             expected["balanced_accuracy"]["ci_low"]
         )
         assert row["macro_auc"] == pytest.approx(expected["macro_auc"]["value"])
+        # the melanoma rule is fixed on the run's validation predictions, never on test
+        with_val = metrics.evaluate_predictions(
+            predictions.read_predictions(run_dir / "predictions_test.csv"), n_boot=0,
+            val_frame=predictions.read_predictions(run_dir / "predictions_val.csv"))
+        point = with_val["operating_point"]
+        assert row["melanoma_val_fixed_specificity_target"] == 0.8
+        assert row["melanoma_sensitivity_val_fixed"] == pytest.approx(
+            with_val["metrics"][point["sensitivity_name"]]["value"])
+        assert row["melanoma_specificity_val_fixed"] == pytest.approx(
+            with_val["metrics"][point["specificity_name"]]["value"])
         info = json.loads((run_dir / "run_info.json").read_text())
         assert row["train_time_s"] == pytest.approx(info["duration_s"])
     markdown = out.with_suffix(".md").read_text()
     assert markdown.count("\n") == 4 and first.name in markdown and "[" in markdown
+    assert "threshold fixed on val" in markdown
 
 
 def test_compare_without_runs_says_so(tmp_path, capsys):

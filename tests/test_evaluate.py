@@ -15,8 +15,10 @@ keras = pytest.importorskip("keras")
 
 
 @pytest.fixture(scope="module")
-def run_dir(synthetic_ham, tmp_path_factory, make_run) -> Path:
-    return make_run(tmp_path_factory.mktemp("runs"), synthetic_ham)
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    import shutil
+
+    return shutil.copytree(tiny_run, tmp_path_factory.mktemp("runs") / tiny_run.name)
 
 
 def test_evaluate_run_folder_with_tta_and_calibration(run_dir, synthetic_ham, capsys):
@@ -41,9 +43,20 @@ def test_evaluate_run_folder_with_tta_and_calibration(run_dir, synthetic_ham, ca
     )
     tta_frame = pd.read_csv(run_dir / "predictions_test_tta.csv")
     assert tta_frame["image_id"].tolist() == test["image_id"].tolist()
+    # the melanoma rule of each variant is fixed on that variant's validation predictions
+    val_tta = pd.read_csv(run_dir / "predictions_val_tta.csv")
+    assert len(val_tta) == len(pd.read_csv(run_dir / "predictions_val.csv"))
+    for section in (result, result["tta"], result["calibration"]):
+        point = section["operating_point"]
+        assert point["fitted_on"] == "validation" and point["val_specificity"] >= 0.8
+        assert point["sensitivity_name"] in section["metrics"]
+    assert result["selective"]["confidence"] == "maximum probability (temperature-scaled)"
+    for name in ("selective.csv", "subgroups.csv", "model_card.md"):
+        assert (run_dir / name).is_file(), name
     table = pd.read_csv(run_dir / "metrics.csv")
     assert set(table["variant"]) == {"plain", "tta", "calibrated"}
     assert {"metric", "class", "value", "ci_low", "ci_high"} <= set(table.columns)
+    assert {"precision", "sensitivity", "specificity", "f1", "mcc", "auc"} <= set(table["metric"])
     for name in ("test_confusion_matrix.png", "test_roc_curves.png", "test_reliability.png",
                  "test_calibrated_reliability.png", "test_reliability_compared.png",
                  "training_curves.png", "test_tta_confusion_matrix_normalised.png"):
@@ -56,6 +69,8 @@ def test_evaluate_a_predictions_csv_of_the_val_split(run_dir, tmp_path):
     result = evaluate.evaluate(csv, split="val", n_boot=50, plots=False)
     assert (tmp_path / "metrics_val.json").is_file() and (tmp_path / "metrics_val.csv").is_file()
     assert result["split"] == "val" and "tta" not in result
+    assert result["operating_point"] is None  # validation cannot fix a threshold for itself
+    assert not (tmp_path / "model_card.md").exists()  # cards describe the test split of a run
 
 
 def test_evaluate_errors_name_the_problem(tmp_path):

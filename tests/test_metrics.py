@@ -82,20 +82,74 @@ def test_auc_with_tied_scores_counts_half():
     assert metrics.binary_auc(positive, scores)[0] == pytest.approx(roc_auc_score(positive, scores))
 
 
-def test_sensitivity_at_specificity_hand_case():
+def test_threshold_at_specificity_hand_case():
     positive = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
     scores = np.array([0.9, 0.8, 0.3, 0.2, 0.7, 0.4, 0.35, 0.1, 0.05])
     # sorted: .05n .1n .2p .3p .35n .4n .7n .8p .9p; a rule "score >= t"
-    # specificity >= 0.8 needs 4 of 5 negatives below t: t = 0.8 -> sensitivity 2/4
-    assert metrics.sensitivity_at_specificity(positive, scores, 0.8)[0] == pytest.approx(0.5)
-    assert metrics.sensitivity_at_specificity(positive, scores, 1.0)[0] == pytest.approx(0.5)
-    # specificity >= 0.6 needs 3 negatives below: t = 0.4 -> still 2/4
-    assert metrics.sensitivity_at_specificity(positive, scores, 0.6)[0] == pytest.approx(0.5)
-    # specificity >= 0.4 needs 2 negatives below: t = 0.2 -> 4/4
-    assert metrics.sensitivity_at_specificity(positive, scores, 0.4)[0] == pytest.approx(1.0)
-    assert metrics.sensitivity_at_specificity(positive, scores, 0.0)[0] == pytest.approx(1.0)
+    # specificity >= 0.8 needs 4 of 5 negatives below t: lowest such t = 0.7 (sensitivity 2/4)
+    assert metrics.threshold_at_specificity(positive, scores, 0.8) == 0.7
+    assert metrics.threshold_at_specificity(positive, scores, 0.6) == 0.4
+    # specificity >= 0.4 needs 2 negatives below: t = 0.2 catches all 4 positives
+    assert metrics.threshold_at_specificity(positive, scores, 0.4) == 0.2
+    assert metrics.threshold_at_specificity(positive, scores, 0.0) == 0.05
+    # specificity 1.0 needs every negative below t: t = 0.8 (0.7 is the largest negative)
+    assert metrics.threshold_at_specificity(positive, scores, 1.0) == 0.8
+    # only "nothing positive" reaches 1.0 when a negative has the top score
+    top_negative = scores.copy()
+    top_negative[4] = 0.95
+    assert metrics.threshold_at_specificity(positive, top_negative, 1.0) > 0.95
+    sens, spec = metrics.rule_rates(positive, scores >= 0.7)
+    assert sens[0] == pytest.approx(0.5) and spec[0] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="specificity"):
-        metrics.sensitivity_at_specificity(positive, scores, 1.5)
+        metrics.threshold_at_specificity(positive, scores, 1.5)
+
+
+def test_operating_point_is_fixed_on_validation_and_applied_to_test():
+    y_val, p_val = random_predictions(300, seed=11)
+    y_test, p_test = random_predictions(200, seed=12)
+    mel = HAM.index("mel")
+    point = metrics.fit_operating_point(y_val, p_val, HAM, 0.8)
+    assert point.code == "mel" and point.sensitivity_name == "melanoma_sensitivity_at_val_spec80"
+    assert metrics.operating_point_name(0.875) == "melanoma_sensitivity_at_val_spec87p5"
+    # on validation the rule reaches the target, and no lower threshold does
+    negatives = p_val[y_val != mel, mel]
+    assert (negatives < point.threshold).mean() >= 0.8
+    assert (negatives < negatives[negatives < point.threshold].max()).mean() < 0.8
+    # on test, the same rule (not the test ROC) gives the reported numbers
+    values = metrics.metric_replicates(y_test, p_test, HAM, operating_point=point)
+    flagged = p_test[:, mel] >= point.threshold
+    assert values[point.sensitivity_name][0] == pytest.approx(flagged[y_test == mel].mean())
+    assert values[point.specificity_name][0] == pytest.approx((~flagged[y_test != mel]).mean())
+    val_frame, test_frame = predictions_frame(y_val, p_val), predictions_frame(y_test, p_test)
+    result = metrics.evaluate_predictions(test_frame, n_boot=50, val_frame=val_frame)
+    assert result["operating_point"]["threshold"] == point.threshold
+    assert result["operating_point"]["val_specificity"] >= 0.8
+    assert result["metrics"][point.sensitivity_name]["value"] == pytest.approx(
+        flagged[y_test == mel].mean())
+    assert point.sensitivity_name not in metrics.evaluate_predictions(test_frame, n_boot=0)[
+        "metrics"]  # no validation predictions: no operating point (the test chooses nothing)
+
+
+def test_mcc_agrees_with_scikit_learn_one_vs_rest():
+    from sklearn.metrics import matthews_corrcoef
+
+    y, probs = random_predictions(300, seed=13)
+    values = metrics.metric_replicates(y, probs, HAM)
+    predicted = probs.argmax(axis=1)
+    for k, code in enumerate(HAM):
+        assert values[f"mcc/{code}"][0] == pytest.approx(
+            matthews_corrcoef(y == k, predicted == k))
+
+
+def test_fpr_at_tpr_hand_case_and_bootstrap_shape():
+    positive = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=bool)
+    scores = np.array([0.9, 0.8, 0.3, 0.2, 0.7, 0.4, 0.35, 0.1, 0.05])
+    # catching all 4 positives needs t <= 0.2: negatives 0.7, 0.4, 0.35 flagged -> 3/5
+    assert metrics.fpr_at_tpr(positive, scores, 0.95)[0] == pytest.approx(0.6)
+    # half the positives: t = 0.8 flags no negative
+    assert metrics.fpr_at_tpr(positive, scores, 0.5)[0] == pytest.approx(0.0)
+    weights = metrics.bootstrap_weights(None, len(scores), n_boot=20, seed=0)
+    assert metrics.fpr_at_tpr(positive, scores, 0.95, weights).shape == (20,)
 
 
 def test_agrees_with_scikit_learn():
@@ -155,8 +209,7 @@ def test_confidence_intervals_contain_point_and_shrink_with_more_data():
         for name, stats in result["metrics"].items():
             if stats["value"] is not None and stats["ci_low"] is not None:
                 assert stats["ci_low"] <= stats["value"] <= stats["ci_high"], name
-    for name in ("balanced_accuracy", "macro_f1", "macro_auc", "accuracy",
-                 "melanoma_sensitivity_at_specificity"):
+    for name in ("balanced_accuracy", "macro_f1", "macro_auc", "accuracy", "sensitivity/mel"):
         width_small = small["metrics"][name]["ci_high"] - small["metrics"][name]["ci_low"]
         width_large = large["metrics"][name]["ci_high"] - large["metrics"][name]["ci_low"]
         assert width_large < 0.6 * width_small, name
@@ -212,9 +265,9 @@ def test_evaluate_predictions_excludes_images_and_writes_a_table():
     table = metrics.metrics_table(result)
     assert list(table.columns) == ["metric", "class", "value", "ci_low", "ci_high"]
     assert set(table.loc[table["class"] == "", "metric"]) >= {
-        "accuracy", "balanced_accuracy", "macro_f1", "macro_auc",
-        "melanoma_sensitivity_at_specificity"}
-    assert set(table.loc[table["metric"] == "auc", "class"]) == set(HAM)
+        "accuracy", "balanced_accuracy", "macro_f1", "macro_auc"}
+    for metric in ("precision", "sensitivity", "specificity", "f1", "mcc", "auc"):
+        assert set(table.loc[table["metric"] == metric, "class"]) == set(HAM), metric
 
 
 def test_melanoma_class_found_in_both_datasets():

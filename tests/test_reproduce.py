@@ -32,18 +32,28 @@ def test_reproduce_writes_a_complete_report(synthetic_ham, tmp_path):
     assert card.startswith("# Model card: MobileNetV2 on synthetic\n")
     assert "balanced_accuracy" in card and "temperature-scaled" in card
     assert "Grad-CAM localisation" in card
+    from utils.evaluation.model_card import section_names
+
+    assert section_names(card) == ["Model", "Data", "Test metrics", "Per-class metrics",
+                                   "Selective prediction", "Subgroups", "Corruptions",
+                                   "External test sets", "Grad-CAM localisation",
+                                   "Reporting checklist", "Intended use and limits"]
+    assert "| explainability | filled |" in card and "MCC" in card
     summary = (report / "gradcam_localisation_summary.csv").read_text()
     assert summary.splitlines()[-1].startswith("all,")
     for name in ("job_config.json", "metrics.json", "metrics.csv", "config.json",
+                 "selective.csv", "subgroups.csv", "corruptions.csv",
+                 "plots/test_risk_coverage.png", "plots/test_subgroups.png",
+                 "plots/test_corruptions.png",
                  "plots/test_confusion_matrix_normalised.png", "plots/training_curves.png"):
         assert (report / name).is_file(), name
     assert (tmp_path / "run" / "model.keras").is_file()
     assert not list(report.rglob("*.jpg"))  # reports carry no data images
-    # the data table of the card counts the manifest's images per class and split
+    # the data table of the card counts the manifest's images per class and split (in order)
     import pandas as pd
 
     manifest = pd.read_csv(tmp_path / "run" / "manifest.csv")
-    counts = pd.crosstab(manifest["label"], manifest["split"])
+    counts = pd.crosstab(manifest["label"], manifest["split"])[["train", "val", "test"]]
     for label, row in counts.iterrows():
         assert f"| {label} | " + " | ".join(str(v) for v in row) + " |" in card
 

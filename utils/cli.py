@@ -46,9 +46,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "predict": ("utils.evaluation.predict", "class probabilities for one image or a folder"),
     "compare": ("utils.evaluation.compare", "one table over all runs (CSV and markdown)"),
+    "external": (
+        "utils.evaluation.external",
+        "predict and score a run on an external test set (ISIC 2018 Task 3, ISIC 2019)",
+    ),
     "audit": (
         "utils.studies.audit",
         "leakage audit: published protocol vs lesion-grouped protocol",
+    ),
+    "ood": (
+        "utils.studies.ood",
+        "unknown lesion types: train with one class held out, score its detection",
     ),
     "reproduce": (
         "utils.studies.reproduce",

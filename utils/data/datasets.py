@@ -275,3 +275,39 @@ ISIC2018_TASK3_INPUT = "ISIC2018_Task3_{subset}_Input"  # image folder
 ISIC2018_TASK3_GROUND_TRUTH = "ISIC2018_Task3_{subset}_GroundTruth.csv"
 ISIC2018_TASK3_TEST_INPUT = ISIC2018_TASK3_INPUT.format(subset="Test")
 ISIC2018_TASK3_TEST_GROUND_TRUTH = ISIC2018_TASK3_GROUND_TRUTH.format(subset="Test")
+
+# ---------------------------------------------------------------------------------------------
+# Where an ISIC image comes from. ISIC 2019 contains all of HAM10000: its metadata keeps the
+# HAM10000 lesion ids (prefix "HAM_"), and HAM10000's images are ISIC_0024306 .. ISIC_0034320.
+# BCN20000 images carry lesion ids prefixed "BCN_"; the other ISIC archive images (MSK and
+# earlier challenges) have no lesion id in the ISIC 2019 metadata.
+HAM_LESION_PREFIX = "HAM_"
+HAM10000_IMAGE_NUMBERS: tuple[int, int] = (24306, 34320)  # first and last ISIC_<number> image
+SOURCE_LESION_PREFIXES: Mapping[str, str] = _frozen(
+    {HAM_LESION_PREFIX: "HAM10000", "BCN_": "BCN20000"}
+)
+OTHER_SOURCE = "other ISIC archive"
+
+
+def isic_image_number(image_id: str) -> int | None:
+    """The number of an `ISIC_<digits>` image id (suffixes such as _downsampled ignored)."""
+    parts = str(image_id).split("_")
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "ISIC" and parts[1].isdigit() else None
+
+
+def is_ham10000_image(image_id: str, lesion_id: str | None = None) -> bool:
+    """True for an image of HAM10000: a HAM10000 lesion id, or an image number in its range."""
+    if isinstance(lesion_id, str) and lesion_id.startswith(HAM_LESION_PREFIX):
+        return True
+    number = isic_image_number(image_id)
+    return number is not None and HAM10000_IMAGE_NUMBERS[0] <= number <= HAM10000_IMAGE_NUMBERS[1]
+
+
+def image_source(image_id: str, lesion_id: str | None = None) -> str:
+    """HAM10000, BCN20000 or OTHER_SOURCE for an ISIC 2019 image (see is_ham10000_image)."""
+    if is_ham10000_image(image_id, lesion_id):
+        return "HAM10000"
+    for prefix, source in SOURCE_LESION_PREFIXES.items():
+        if isinstance(lesion_id, str) and lesion_id.startswith(prefix):
+            return source
+    return OTHER_SOURCE

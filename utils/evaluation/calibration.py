@@ -108,3 +108,12 @@ def calibrate_predictions(
         "n_bins": N_BINS,
     }
     return out, summary
+
+
+def apply_to_frame(frame: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """A predictions frame with its probabilities temperature-scaled (same ids and columns)."""
+    classes = predictions.validate_predictions(frame)
+    _, probs, _ = predictions.arrays_from_predictions(frame)
+    out = frame.copy()
+    out[list(classes)] = apply_temperature(probs, temperature)
+    return out

@@ -1,8 +1,9 @@
 """`python -m utils compare [--runs runs/] [--out reports/comparison]`: one table over all runs.
 
 One row per run folder holding predictions_test.csv: dataset, backbone, image size, weights,
-epochs, test balanced accuracy with its 95 % bootstrap CI, macro-F1, macro AUC, melanoma
-sensitivity at the fixed specificity, and training time. Metrics come from the run's
+epochs, test balanced accuracy with its 95 % bootstrap CI, macro-F1, macro AUC, the melanoma
+operating point (threshold fixed on validation at the target specificity, default 0.80: its test
+sensitivity and test specificity), and training time. Metrics come from the run's
 metrics.json (`python -m utils evaluate`) and are computed in memory where it is missing or was
 made from other predictions. Written atomically as <out>.csv and <out>.md; README results come
 from this table, never typed by hand.
@@ -27,7 +28,8 @@ from utils.training.config import TrainConfig
 
 COLUMNS = ("run", "dataset", "backbone", "image_size", "weights", "epochs", "n_test",
            "balanced_accuracy", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
-           "macro_f1", "macro_auc", "melanoma_sensitivity_at_specificity", "train_time_s")
+           "macro_f1", "macro_auc", "melanoma_val_fixed_specificity_target",
+           "melanoma_sensitivity_val_fixed", "melanoma_specificity_val_fixed", "train_time_s")
 
 
 def _read_json(path: Path) -> dict:
@@ -42,13 +44,18 @@ def _read_json(path: Path) -> dict:
 
 def run_metrics(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT,
                 seed: int = 0) -> dict[str, Any]:
-    """The test metrics of a run: metrics.json where it was made from predictions_test.csv,
-    otherwise computed now (nothing is written)."""
+    """The test metrics of a run: metrics.json where it was made from predictions_test.csv
+    (with the validation-fixed melanoma operating point), otherwise computed now (nothing is
+    written)."""
     stored = _read_json(run_dir / runs.metrics_names("test")[0])
-    if stored.get("predictions") == runs.predictions_name("test") and "metrics" in stored:
+    if (stored.get("predictions") == runs.predictions_name("test") and "metrics" in stored
+            and "operating_point" in stored):
         return stored
     frame = predictions.read_predictions(run_dir / runs.predictions_name("test"))
-    return metrics.evaluate_predictions(frame, n_boot=n_boot, seed=seed)
+    val = run_dir / runs.predictions_name("val")
+    return metrics.evaluate_predictions(
+        frame, n_boot=n_boot, seed=seed,
+        val_frame=predictions.read_predictions(val) if val.is_file() else None)
 
 
 def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) -> dict[str, Any]:
@@ -57,6 +64,7 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
     info = _read_json(run_dir / runs.RUN_INFO)
     result = run_metrics(run_dir, n_boot, seed)
     values = result["metrics"]
+    point = result.get("operating_point") or {}
     planned = TrainConfig.from_dict(config).total_epochs if config else None
     ba = values["balanced_accuracy"]
     return {
@@ -72,8 +80,11 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
         "balanced_accuracy_ci_high": ba["ci_high"],
         "macro_f1": values["macro_f1"]["value"],
         "macro_auc": values["macro_auc"]["value"],
-        "melanoma_sensitivity_at_specificity":
-            values.get("melanoma_sensitivity_at_specificity", {}).get("value"),
+        "melanoma_val_fixed_specificity_target": point.get("target_specificity"),
+        "melanoma_sensitivity_val_fixed":
+            values.get(point.get("sensitivity_name", ""), {}).get("value"),
+        "melanoma_specificity_val_fixed":
+            values.get(point.get("specificity_name", ""), {}).get("value"),
         "train_time_s": info.get("duration_s"),
     }
 
@@ -98,8 +109,8 @@ def comparison_table(runs_root: str | os.PathLike | None = None,
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub markdown table: balanced accuracy shown with its 95 % CI."""
     header = ["run", "dataset", "backbone", "size", "weights", "epochs", "test images",
-              "balanced acc. [95 % CI]", "macro-F1", "macro AUC", "mel. sens. @ spec.",
-              "train time (min)"]
+              "balanced acc. [95 % CI]", "macro-F1", "macro AUC",
+              "mel. sens. / spec. (threshold fixed on val. at spec. 0.80)", "train time (min)"]
     rows = []
     for row in table.itertuples(index=False):
         seconds = row.train_time_s
@@ -109,9 +120,19 @@ def to_markdown(table: pd.DataFrame) -> str:
                      format_ci({"value": row.balanced_accuracy,
                                 "ci_low": row.balanced_accuracy_ci_low,
                                 "ci_high": row.balanced_accuracy_ci_high}),
-                     row.macro_f1, row.macro_auc, row.melanoma_sensitivity_at_specificity,
-                     minutes])
+                     row.macro_f1, row.macro_auc, _operating_point_cell(row), minutes])
     return markdown_table(rows, header) + "\n"
+
+
+def _operating_point_cell(row: Any) -> str:
+    """`sensitivity / specificity` on test of the validation-fixed melanoma rule (its target
+    specificity in brackets where it is not the default)."""
+    sens, spec = row.melanoma_sensitivity_val_fixed, row.melanoma_specificity_val_fixed
+    if sens is None or spec is None or pd.isna(sens) or pd.isna(spec):
+        return ""
+    target = row.melanoma_val_fixed_specificity_target
+    note = "" if target == metrics.DEFAULT_SPECIFICITY else f" (val. spec. {target:.2f})"
+    return f"{sens:.3f} / {spec:.3f}{note}"
 
 
 def write_comparison(table: pd.DataFrame, out: str | os.PathLike) -> tuple[Path, Path]:

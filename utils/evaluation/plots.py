@@ -58,14 +58,16 @@ class DisplayFigure(Figure):
         return buffer.getvalue()
 
 
-def _new_figure(width: float = 6.4, height: float = 4.8, ncols: int = 1) -> tuple[Figure, list]:
+def new_figure(width: float = 6.4, height: float = 4.8, ncols: int = 1,
+               nrows: int = 1) -> tuple[Figure, list]:
+    """A figure (no pyplot) and its axes, row by row."""
     figure = DisplayFigure(figsize=(width, height))
     FigureCanvasAgg(figure)
-    axes = [figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    axes = [figure.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
     return figure, axes
 
 
-def _finish(figure: Figure, path: str | os.PathLike | None) -> Figure:
+def finish_figure(figure: Figure, path: str | os.PathLike | None) -> Figure:
     if path is not None:
         save_figure(figure, path)
     return figure
@@ -81,7 +83,7 @@ def training_curves(history: pd.DataFrame | str | os.PathLike,
     if not names:
         raise ValueError(f"history has no metric columns to plot (columns: {list(frame.columns)})")
     x = frame["epoch"].to_numpy() + 1 if "epoch" in frame else np.arange(1, len(frame) + 1)
-    figure, axes = _new_figure(4.0 * len(names), 3.5, ncols=len(names))
+    figure, axes = new_figure(4.0 * len(names), 3.5, ncols=len(names))
     for ax, name in zip(axes, names):
         ax.plot(x, frame[name], marker="o", label="train")
         if f"val_{name}" in frame:
@@ -89,13 +91,13 @@ def training_curves(history: pd.DataFrame | str | os.PathLike,
         ax.set(title=name, xlabel="epoch")
         ax.legend()
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def _visualise(visualiser_class, probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
                title: str, path, **options) -> Figure:
     """Run a yellowbrick classifier visualiser on stored probabilities."""
-    figure, (ax,) = _new_figure(7.0, 5.5)
+    figure, (ax,) = new_figure(7.0, 5.5)
     model = StoredProbabilities(np.asarray(probs), list(classes)).fit(None)
     rows = np.arange(len(y_true)).reshape(-1, 1)
     labels = np.asarray(classes)[np.asarray(y_true, dtype=int)]
@@ -109,7 +111,7 @@ def _visualise(visualiser_class, probs: np.ndarray, y_true: np.ndarray, classes:
         visualiser.score(rows, labels)
         visualiser.finalize()
     ax.set_title(title)
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def confusion_matrix(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
@@ -137,7 +139,7 @@ def classification_report(probs: np.ndarray, y_true: np.ndarray, classes: Sequen
     through pyplot and leaves a stray global figure behind)."""
     table = per_class_table(probs, y_true, classes)
     scores = table.drop(columns="support")
-    figure, (ax,) = _new_figure(1.2 * scores.shape[1] + 2.5, 0.5 * len(classes) + 1.8)
+    figure, (ax,) = new_figure(1.2 * scores.shape[1] + 2.5, 0.5 * len(classes) + 1.8)
     image = ax.imshow(scores.to_numpy(dtype=float), cmap="YlOrRd", vmin=0, vmax=1, aspect="auto")
     for (i, j), value in np.ndenumerate(scores.to_numpy(dtype=float)):
         ax.text(j, i, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center",
@@ -148,7 +150,7 @@ def classification_report(probs: np.ndarray, y_true: np.ndarray, classes: Sequen
     ax.set_title("Per-class report")
     figure.colorbar(image, ax=ax)
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def roc_curves(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
@@ -164,7 +166,7 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]],
                         n_bins: int = calibration.N_BINS,
                         path: str | os.PathLike | None = None) -> Figure:
     """Accuracy against confidence per bin, one line per {name: (probs, y_true)}, with ECE."""
-    figure, (ax,) = _new_figure(5.5, 5.0)
+    figure, (ax,) = new_figure(5.5, 5.0)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     for name, (probs, y_true) in curves.items():
         table = calibration.reliability_data(probs, y_true, n_bins)
@@ -175,7 +177,7 @@ def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]],
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy",
            title=f"Reliability diagram ({n_bins} bins)")
     ax.legend(loc="upper left")
-    return _finish(figure, path)
+    return finish_figure(figure, path)
 
 
 def evaluation_plots(frame: pd.DataFrame, out_dir: str | os.PathLike,
@@ -208,10 +210,10 @@ def comparison_chart(table: pd.DataFrame, path: str | os.PathLike | None = None)
     value = rows["balanced_accuracy"].to_numpy(dtype=float)
     errors = np.vstack([value - rows["balanced_accuracy_ci_low"].to_numpy(dtype=float),
                         rows["balanced_accuracy_ci_high"].to_numpy(dtype=float) - value])
-    figure, (ax,) = _new_figure(7.5, 0.7 * len(rows) + 1.5)
+    figure, (ax,) = new_figure(7.5, 0.7 * len(rows) + 1.5)
     ax.barh(range(len(rows)), value, xerr=errors, capsize=4, color="#4C72B0")
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set(xlim=(0, 1), xlabel="test balanced accuracy (95 % bootstrap CI)",
            title="Runs compared")
     figure.tight_layout()
-    return _finish(figure, path)
+    return finish_figure(figure, path)

@@ -24,6 +24,7 @@ from utils.scoring.predictions import validate_predictions
 PREDICTIONS_NAME = "predictions_isic2018_test.csv"
 SUBMISSION_NAME = "submission_isic2018_task3.csv"
 METRICS_NAME = "metrics_isic2018_test.json"
+OFFICIAL_NAME = "official_scores.json"  # isic-challenge-scoring's numbers for a submission
 
 
 def submission_frame(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -39,6 +40,29 @@ def submission_frame(predictions: pd.DataFrame) -> pd.DataFrame:
     for column in datasets.ISIC2018_TASK3_COLUMNS:
         frame[column] = predictions[datasets.ISIC2018_TASK3_TO_HAM[column]].to_numpy(dtype=float)
     return frame
+
+
+def official_scores(truth_csv: str | os.PathLike,
+                    submission_csv: str | os.PathLike) -> dict[str, Any]:
+    """The official `isic-challenge-scoring` 5.6.0 numbers of a submission CSV against the ISIC
+    2018 Task 3 ground-truth CSV: balanced accuracy (its ranking metric), macro and per-category
+    AUC, and the package version. Needs the package (requirements.txt pins it)."""
+    import warnings
+    from importlib.metadata import version
+
+    from isic_challenge_scoring.classification import ClassificationMetric, ClassificationScore
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the scorer calls DataFrame.applymap
+        score = ClassificationScore.from_file(Path(truth_csv), Path(submission_csv),
+                                              ClassificationMetric.BALANCED_ACCURACY)
+    return {
+        "package": f"isic-challenge-scoring {version('isic-challenge-scoring')}",
+        "balanced_accuracy": float(score.overall),
+        "macro_auc": float(score.macro_average["auc"]),
+        "auc": {code: float(score.per_category.loc[code, "auc"])
+                for code in datasets.ISIC2018_TASK3_COLUMNS},
+    }
 
 
 def evaluate_official_test(

@@ -15,20 +15,35 @@ Conventions (chosen to match the official `isic-challenge-scoring` 5.6.0 package
   that have both positives and negatives;
 - macro-F1 is the mean F1 over the classes present in the truth (a class absent from a bootstrap
   replicate is skipped, not scored 0);
-- melanoma sensitivity at a fixed specificity (default 0.80, `DEFAULT_SPECIFICITY`): the highest
-  sensitivity of any threshold "probability >= t" whose specificity is at least the target.
+- per-class Matthews correlation (one-vs-rest, from the same argmax decisions as precision and
+  recall; NaN where a margin of the 2x2 table is empty).
+
+Melanoma operating point (`OperatingPoint`): the test split chooses nothing, so the rule
+"melanoma probability >= t" is fixed on the VALIDATION predictions: t is the lowest threshold whose
+validation specificity reaches the target (default 0.80, `DEFAULT_SPECIFICITY`), which maximises
+validation sensitivity under that constraint. The rule is then applied unchanged to the test
+rows, and both its test sensitivity and its test specificity are reported (the test specificity
+is whatever the fixed rule achieves, not the target), named after the target, e.g.
+`melanoma_sensitivity_at_val_spec80` / `melanoma_specificity_at_val_spec80`.
+
+Equal to `isic-challenge-scoring` (tested): balanced accuracy, per-class AUC and macro AUC. The
+rest (accuracy, macro-F1, per-class precision / sensitivity / specificity / F1 / MCC from the
+argmax decision, the melanoma operating point) are this repository's own; the official scorer's
+per-class sensitivity and specificity threshold each probability at 0.5 instead.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from utils.data import datasets
+from utils.errors import DataError
 from utils.scoring.predictions import arrays_from_predictions, validate_predictions
 
-DEFAULT_SPECIFICITY = 0.80  # operating point of the melanoma sensitivity metric
+DEFAULT_SPECIFICITY = 0.80  # validation specificity that fixes the melanoma operating point
 DEFAULT_N_BOOT = 1000
 CI_LEVEL = 0.95
 UNDECIDED = -1  # predicted index of a row whose maximum probability is tied
@@ -97,7 +112,8 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def rates_from_confusion(matrices: np.ndarray) -> dict[str, np.ndarray]:
-    """Accuracy, balanced accuracy, macro-F1 (B,) and per-class rates (B, K) from (B, K, K+1)."""
+    """Accuracy, balanced accuracy, macro-F1 (B,) and per-class rates (B, K) from (B, K, K+1):
+    precision, sensitivity, specificity, f1 and mcc (one-vs-rest Matthews correlation)."""
     num_classes = matrices.shape[1]
     square = matrices[:, :, :num_classes]
     tp = np.diagonal(square, axis1=1, axis2=2)
@@ -114,6 +130,8 @@ def rates_from_confusion(matrices: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore"):
         balanced = np.nanmean(np.where(present, recall, np.nan), axis=1)
         macro_f1 = np.nanmean(np.where(present, f1, np.nan), axis=1)
+    mcc = _safe_divide(tp * tn - fp * fn,
+                       np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
     return {
         "accuracy": _safe_divide(tp.sum(axis=1), total),
         "balanced_accuracy": balanced,
@@ -122,6 +140,7 @@ def rates_from_confusion(matrices: np.ndarray) -> dict[str, np.ndarray]:
         "sensitivity": recall,
         "specificity": _safe_divide(tn, tn + fp),
         "f1": f1,
+        "mcc": mcc,
     }
 
 
@@ -157,28 +176,103 @@ def binary_auc(
     return _safe_divide(pairs, pos_w.sum(axis=1) * neg_w.sum(axis=1))
 
 
-def sensitivity_at_specificity(
-    positive: np.ndarray,
-    scores: np.ndarray,
-    specificity: float = DEFAULT_SPECIFICITY,
-    weights: np.ndarray | None = None,
-) -> np.ndarray:
-    """Highest sensitivity (B,) of a threshold rule `score >= t` with specificity >= target."""
+def _rule_counts(positive: np.ndarray, scores: np.ndarray,
+                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the rules "score >= u" at each distinct score u (ascending) and one above the maximum:
+    the positive and negative weight at or above u (B, U+1), and the totals (B, 1)."""
+    pos_w, neg_w = _grouped_weights(positive, scores, weights)
+    zeros = np.zeros((pos_w.shape[0], 1))
+    pos_above = np.concatenate([np.cumsum(pos_w[:, ::-1], axis=1)[:, ::-1], zeros], axis=1)
+    neg_above = np.concatenate([np.cumsum(neg_w[:, ::-1], axis=1)[:, ::-1], zeros], axis=1)
+    return (pos_above, neg_above, pos_w.sum(axis=1, keepdims=True),
+            neg_w.sum(axis=1, keepdims=True))
+
+
+def threshold_at_specificity(positive: np.ndarray, scores: np.ndarray,
+                             specificity: float = DEFAULT_SPECIFICITY) -> float:
+    """The lowest threshold t whose rule `score >= t` has specificity >= `specificity` on these
+    rows (so the highest sensitivity under that constraint). t is one of the scores, or just
+    above the maximum when only "nothing positive" reaches the target."""
     if not 0.0 <= specificity <= 1.0:
         raise ValueError(f"specificity must lie in [0, 1], got {specificity}")
     positive = np.asarray(positive, dtype=bool)
     scores = np.asarray(scores, dtype=float)
-    pos_w, neg_w = _grouped_weights(positive, scores, _as_weights(weights, len(scores)))
-    # Threshold at each distinct score u (positive iff score >= u), plus "above the maximum".
-    zeros = np.zeros((pos_w.shape[0], 1))
-    neg_below = np.concatenate([np.cumsum(neg_w, axis=1) - neg_w, neg_w.sum(1, keepdims=True)], 1)
-    pos_at_or_above = np.concatenate([np.cumsum(pos_w[:, ::-1], axis=1)[:, ::-1], zeros], axis=1)
-    spec = _safe_divide(neg_below, neg_w.sum(axis=1, keepdims=True))
-    sens = _safe_divide(pos_at_or_above, pos_w.sum(axis=1, keepdims=True))
-    allowed = np.where(spec >= specificity - 1e-12, sens, -np.inf)
-    best = allowed.max(axis=1)
-    defined = (pos_w.sum(axis=1) > 0) & (neg_w.sum(axis=1) > 0)
+    if not (~positive).any():
+        raise ValueError("cannot fix a specificity without negative rows")
+    _, neg_above, _, neg_total = _rule_counts(positive, scores, _as_weights(None, len(scores)))
+    spec = 1.0 - neg_above[0] / neg_total[0, 0]
+    first = int(np.flatnonzero(spec >= specificity - 1e-12)[0])
+    distinct = np.unique(scores)
+    return float(distinct[first]) if first < len(distinct) else float(
+        np.nextafter(distinct[-1], np.inf))
+
+
+def rule_rates(positive: np.ndarray, flagged: np.ndarray,
+               weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity (B,) of a fixed yes/no rule (`flagged`) per weight row."""
+    positive = np.asarray(positive, dtype=bool)
+    flagged = np.asarray(flagged, dtype=bool)
+    weights = _as_weights(weights, len(positive))
+    sens = _safe_divide(weights @ (positive & flagged), weights @ positive)
+    spec = _safe_divide(weights @ (~positive & ~flagged), weights @ ~positive)
+    return sens, spec
+
+
+def fpr_at_tpr(positive: np.ndarray, scores: np.ndarray, tpr: float = 0.95,
+               weights: np.ndarray | None = None) -> np.ndarray:
+    """Lowest false-positive rate (B,) of a rule `score >= t` whose true-positive rate is at least
+    `tpr` (out-of-distribution detection's "FPR at 95 % TPR"); NaN where a class is absent."""
+    if not 0.0 <= tpr <= 1.0:
+        raise ValueError(f"tpr must lie in [0, 1], got {tpr}")
+    positive = np.asarray(positive, dtype=bool)
+    scores = np.asarray(scores, dtype=float)
+    pos_above, neg_above, pos_total, neg_total = _rule_counts(
+        positive, scores, _as_weights(weights, len(scores)))
+    rate_tp = _safe_divide(pos_above, pos_total)
+    rate_fp = _safe_divide(neg_above, neg_total)
+    allowed = np.where(rate_tp >= tpr - 1e-12, rate_fp, np.inf)
+    best = allowed.min(axis=1)
+    defined = (pos_total[:, 0] > 0) & (neg_total[:, 0] > 0)
     return np.where(defined, best, np.nan)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """A yes/no rule on one class's probability, fixed on the validation predictions."""
+
+    code: str  # the class whose probability is thresholded (melanoma)
+    threshold: float  # the rule: probability of `code` >= threshold
+    specificity: float  # the validation specificity the threshold was chosen to reach
+
+    @property
+    def sensitivity_name(self) -> str:
+        return operating_point_name(self.specificity, "sensitivity")
+
+    @property
+    def specificity_name(self) -> str:
+        return operating_point_name(self.specificity, "specificity")
+
+
+def operating_point_name(specificity: float = DEFAULT_SPECIFICITY,
+                         kind: str = "sensitivity") -> str:
+    """`melanoma_<kind>_at_val_spec80` for a target validation specificity of 0.80."""
+    percent = f"{specificity * 100:.6g}".replace(".", "p")
+    return f"melanoma_{kind}_at_val_spec{percent}"
+
+
+def fit_operating_point(y_val: np.ndarray, probs_val: np.ndarray, classes: Sequence[str],
+                        specificity: float = DEFAULT_SPECIFICITY) -> OperatingPoint | None:
+    """The melanoma rule fixed on validation predictions (None without a melanoma class, or
+    when the validation rows hold no non-melanoma image)."""
+    code = melanoma_class(classes)
+    if code is None:
+        return None
+    k = list(classes).index(code)
+    positive = np.asarray(y_val, dtype=int) == k
+    if positive.all():
+        return None
+    threshold = threshold_at_specificity(positive, np.asarray(probs_val)[:, k], specificity)
+    return OperatingPoint(code, threshold, float(specificity))
 
 
 def metric_replicates(
@@ -186,13 +280,14 @@ def metric_replicates(
     probs: np.ndarray,
     classes: Sequence[str],
     weights: np.ndarray | None = None,
-    specificity: float = DEFAULT_SPECIFICITY,
+    operating_point: OperatingPoint | None = None,
 ) -> dict[str, np.ndarray]:
     """Every scalar metric for each row of `weights` (B, n): {name: (B,) array}.
 
-    Names: accuracy, balanced_accuracy, macro_f1, macro_auc,
-    melanoma_sensitivity_at_specificity (where a melanoma class exists), and per class
-    `<metric>/<class>` for precision, sensitivity, specificity, f1, auc.
+    Names: accuracy, balanced_accuracy, macro_f1, macro_auc; with an `operating_point` (fixed on
+    validation) its sensitivity and specificity on these rows, e.g.
+    melanoma_sensitivity_at_val_spec80; and per class `<metric>/<class>` for precision,
+    sensitivity, specificity, f1, mcc, auc.
     """
     y_true = np.asarray(y_true, dtype=int)
     probs = np.asarray(probs, dtype=float)
@@ -211,13 +306,12 @@ def metric_replicates(
         macro_auc[defined] = np.nanmean(aucs[defined], axis=1)
     out = {name: rates[name] for name in ("accuracy", "balanced_accuracy", "macro_f1")}
     out["macro_auc"] = macro_auc
-    mel = melanoma_class(classes)
-    if mel is not None:
-        k = list(classes).index(mel)
-        out["melanoma_sensitivity_at_specificity"] = sensitivity_at_specificity(
-            y_true == k, probs[:, k], specificity, weights
-        )
-    per_class = {**{m: rates[m] for m in ("precision", "sensitivity", "specificity", "f1")},
+    if operating_point is not None:
+        k = list(classes).index(operating_point.code)
+        sens, spec = rule_rates(y_true == k, probs[:, k] >= operating_point.threshold, weights)
+        out[operating_point.sensitivity_name] = sens
+        out[operating_point.specificity_name] = spec
+    per_class = {**{m: rates[m] for m in ("precision", "sensitivity", "specificity", "f1", "mcc")},
                  "auc": aucs}
     for metric, values in per_class.items():
         for k, code in enumerate(classes):
@@ -252,6 +346,16 @@ def percentile_interval(values: np.ndarray, level: float = CI_LEVEL) -> tuple[fl
     return float(low), float(high)
 
 
+def interval(value: float, replicates: np.ndarray | None) -> dict[str, float | None]:
+    """{"value", "ci_low", "ci_high"} of a point estimate and its bootstrap replicates (JSON-able;
+    None for NaN, and for the interval without replicates)."""
+    if replicates is None or np.asarray(replicates).size == 0:
+        low, high = float("nan"), float("nan")
+    else:
+        low, high = percentile_interval(np.asarray(replicates, dtype=float))
+    return {"value": _clean(value), "ci_low": _clean(low), "ci_high": _clean(high)}
+
+
 def evaluate_arrays(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -261,20 +365,20 @@ def evaluate_arrays(
     seed: int = 0,
     specificity: float = DEFAULT_SPECIFICITY,
     chunk: int = 250,
+    operating_point: OperatingPoint | None = None,
 ) -> dict[str, Any]:
-    """Point estimates, 95 % percentile bootstrap CIs and the confusion matrix (JSON-able)."""
-    point = metric_replicates(y_true, probs, classes, None, specificity)
+    """Point estimates, 95 % percentile bootstrap CIs and the confusion matrix (JSON-able).
+    `operating_point` (fixed on validation) adds its sensitivity and specificity on these rows."""
+    point = metric_replicates(y_true, probs, classes, None, operating_point)
     replicates: dict[str, list[np.ndarray]] = {name: [] for name in point}
     weights = bootstrap_weights(groups, len(y_true), n_boot, seed) if n_boot > 0 else None
     for start in range(0, n_boot, chunk):
-        batch = metric_replicates(y_true, probs, classes, weights[start:start + chunk], specificity)
+        batch = metric_replicates(y_true, probs, classes, weights[start:start + chunk],
+                                  operating_point)
         for name, values in batch.items():
             replicates[name].append(values)
-    scalars = {}
-    for name, value in point.items():
-        low, high = (percentile_interval(np.concatenate(replicates[name]))
-                     if replicates[name] else (float("nan"), float("nan")))  # n_boot = 0
-        scalars[name] = {"value": _clean(value[0]), "ci_low": _clean(low), "ci_high": _clean(high)}
+    scalars = {name: interval(value[0], np.concatenate(replicates[name]) if replicates[name]
+                              else None) for name, value in point.items()}
     n_groups = len(np.unique(groups)) if groups is not None else len(y_true)
     return {
         "classes": list(classes),
@@ -283,10 +387,45 @@ def evaluate_arrays(
         "bootstrap": {"n_boot": int(n_boot), "seed": int(seed), "level": CI_LEVEL,
                       "unit": "lesion" if groups is not None else "image"},
         "specificity_target": float(specificity),
+        "operating_point": None if operating_point is None else {
+            "class": operating_point.code, "threshold": operating_point.threshold,
+            "target_specificity": operating_point.specificity, "fitted_on": "validation",
+            "sensitivity_name": operating_point.sensitivity_name,
+            "specificity_name": operating_point.specificity_name},
+        "support": {code: int((np.asarray(y_true) == k).sum()) for k, code in enumerate(classes)},
         "n_undecided": int((predicted_labels(probs) == UNDECIDED).sum()),
         "metrics": scalars,
         "confusion_matrix": confusion_matrix(y_true, probs).tolist(),
     }
+
+
+def bootstrap_groups(frame: pd.DataFrame) -> np.ndarray | None:
+    """The lesion of each row of a predictions frame, or None (resample images) where no row's
+    lesion_id differs from its image_id."""
+    _, _, lesions = arrays_from_predictions(frame)
+    has_lesions = bool((lesions != frame["image_id"].astype(str).to_numpy()).any())
+    return lesions if has_lesions else None
+
+
+def validation_operating_point(val_frame: pd.DataFrame | None, classes: Sequence[str],
+                               specificity: float = DEFAULT_SPECIFICITY
+                               ) -> tuple[OperatingPoint | None, dict[str, Any]]:
+    """The melanoma rule fixed on a validation predictions frame, and what it scores there
+    (None and {} without validation predictions or a melanoma class)."""
+    if val_frame is None or len(val_frame) == 0:
+        return None, {}
+    val_classes = validate_predictions(val_frame, "validation predictions")
+    if tuple(val_classes) != tuple(classes):
+        raise DataError(f"validation predictions have classes {', '.join(val_classes)}; the "
+                        f"evaluated predictions have {', '.join(classes)}")
+    y_val, p_val, _ = arrays_from_predictions(val_frame)
+    point = fit_operating_point(y_val, p_val, classes, specificity)
+    if point is None:
+        return None, {}
+    k = list(classes).index(point.code)
+    sens, spec = rule_rates(y_val == k, p_val[:, k] >= point.threshold)
+    return point, {"val_images": int(len(y_val)), "val_sensitivity": _clean(sens[0]),
+                   "val_specificity": _clean(spec[0])}
 
 
 def evaluate_predictions(
@@ -295,16 +434,20 @@ def evaluate_predictions(
     seed: int = 0,
     specificity: float = DEFAULT_SPECIFICITY,
     exclude: Sequence[str] = (),
+    val_frame: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """`evaluate_arrays` on a predictions frame; lesions are resampled where lesion_id differs
     from image_id for some row (images otherwise). Rows whose image_id is in `exclude` are
-    dropped."""
+    dropped. With `val_frame` (the validation predictions of the same model) the melanoma
+    operating point is fixed there and applied to `frame`."""
     frame = frame[~frame["image_id"].isin(exclude)]
     classes = validate_predictions(frame)
-    y_true, probs, lesions = arrays_from_predictions(frame)
-    has_lesions = bool((lesions != frame["image_id"].astype(str).to_numpy()).any())
-    result = evaluate_arrays(y_true, probs, classes, lesions if has_lesions else None,
-                             n_boot, seed, specificity)
+    y_true, probs, _ = arrays_from_predictions(frame)
+    point, on_val = validation_operating_point(val_frame, classes, specificity)
+    result = evaluate_arrays(y_true, probs, classes, bootstrap_groups(frame), n_boot, seed,
+                             specificity, operating_point=point)
+    if result["operating_point"] is not None:
+        result["operating_point"].update(on_val)
     result["excluded_images"] = list(exclude)
     return result
 

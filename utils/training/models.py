@@ -53,6 +53,7 @@ __all__ = [
     "load_model",
     "load_weights_file",
     "keras_cache_dir",
+    "feature_model",
 ]
 
 # What loading a model or weights file raises when the file is damaged or of another model.
@@ -279,6 +280,19 @@ def unfreeze_from(model: keras.Model, layer_name: str | None = None) -> keras.Mo
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = index >= start and not is_bn
     return model
+
+
+def feature_model(model: keras.Model) -> tuple[keras.Model, keras.layers.Dense]:
+    """(a model from the classifier's input to its penultimate-layer features, the Dense softmax
+    head): logits = features @ head.kernel + head.bias, softmax(logits) = model(x) at inference.
+    For build_classifier models the features are the pooled backbone output (dropout is off at
+    inference)."""
+    head = model.layers[-1]
+    activation = getattr(getattr(head, "activation", None), "__name__", None)
+    if not isinstance(head, keras.layers.Dense) or activation != "softmax":
+        raise ValueError(f"{model.name!r} does not end in a Dense softmax layer (its last layer is "
+                         f"{head.name!r}); build it with build_classifier")
+    return keras.Model(model.inputs, head.input, name=f"{model.name}_features"), head
 
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:

@@ -6,8 +6,8 @@ config.json (resolved TrainConfig), manifest.csv (the split trained on), history
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
 run_info.json (time, device, versions), checkpoints/ and backup/ (resume), logs/ (TensorBoard),
 .lock (held by the process training into the folder), and the evaluation outputs metrics.json /
-metrics.csv / plots/.
-"""
+metrics.csv / plots/, selective.csv, subgroups.csv, corruptions.csv, model_card.md and
+external/<test set>/."""
 from __future__ import annotations
 
 import json
@@ -41,6 +41,14 @@ BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
 LOCK = ".lock"  # flock-ed by the training process; holds its pid, host and start time
+
+
+# evaluation outputs beside metrics.json (utils.evaluation.evaluate)
+MODEL_CARD = "model_card.md"
+SELECTIVE = "selective.csv"  # abstention: validation-fixed coverage points and AURC
+SUBGROUPS = "subgroups.csv"  # metrics per age band, sex, site, dx_type, source
+CORRUPTIONS = "corruptions.csv"  # balanced accuracy per corruption and severity
+EXTERNAL_DIR = "external"  # external/<test set>/: predictions_test.csv, metrics.json, plots/
 
 
 class RunLockedError(UserError, RuntimeError):
