@@ -15,6 +15,8 @@ from typing import Any
 
 from utils import fileio
 from utils.augmentation.modes import AUGMENT_MODES
+from utils.augmentation.preprocess import NONE as NO_PREPROCESSING
+from utils.augmentation.preprocess import parse_preprocessing
 
 IMBALANCE_MODES = ("class_weight", "sampling", "none")
 RESIZE_POLICIES = ("crop", "pad", "squash")
@@ -64,6 +66,7 @@ class TrainConfig:
     balance_target: int | None = None  # offline balancing: images per class in train (None = max)
     imbalance: str = "class_weight"  # class_weight | sampling (balanced batches) | none
     resize_policy: str = "crop"  # crop (keep aspect, centre crop) | pad (keep aspect) | squash
+    preprocess: str = "none"  # none | colour,hair,fov before resizing, also at evaluate/predict
     cache: bool = False  # cache resized images on disk under data/interim/cache/
     deterministic: bool = True  # deterministic tf.data order (slightly slower)
     seed: int = 0  # seeds Python, NumPy, TensorFlow, the split and tf.data shuffles
@@ -85,6 +88,7 @@ class TrainConfig:
         _check_choice("mixed_precision", self.mixed_precision, TRI_STATE + (True, False))
         _check_choice("jit_compile", self.jit_compile, TRI_STATE + (True, False))
         _check_choice("strategy", self.strategy, STRATEGIES)
+        parse_preprocessing(self.preprocess)  # ValueError naming the bad step or setting
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
             raise ValueError(
@@ -165,6 +169,7 @@ class TrainConfig:
             bn_momentum=momentum,
             mixed_precision=_tri_state(self.mixed_precision, gpu_visible),
             jit_compile=_tri_state(self.jit_compile, gpu_visible),
+            preprocess=resolve_preprocess(self.preprocess, self.data_dir),
         )
 
 
@@ -178,6 +183,22 @@ def field_comments() -> dict[str, str]:
         if colon and name.isidentifier() and "  # " in rest:
             comments[name] = rest.split("  # ", 1)[1].strip()
     return comments
+
+
+def resolve_preprocess(text: str, data_dir: str | None) -> str:
+    """The canonical preprocessing text (every setting named); on an offline preprocessed copy
+    (utils.augmentation.preprocess_dataset) the copy's, so `predict` applies it to raw images."""
+    from utils.augmentation.preprocess_dataset import copy_spec
+
+    spec = parse_preprocessing(text).spec()
+    made_with = copy_spec(data_dir)
+    if made_with is None or spec in (NO_PREPROCESSING, made_with):
+        return made_with or spec
+    raise ValueError(
+        f"{data_dir} is an offline copy preprocessed with {made_with}; --preprocess {text} would "
+        "preprocess its images a second time: drop --preprocess, or train on the source folder "
+        "with --preprocess"
+    )
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
