@@ -190,3 +190,38 @@ def test_online_augment_with_element_seeds_is_reproducible(tmp_path):
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[0], first[1])
+
+
+def test_load_image_preprocesses_at_full_resolution_before_resizing(tmp_path):
+    """With a preprocessing, load_image = resize(preprocess(full-resolution decode)); the
+    field-of-view crop changes the geometry the resize sees."""
+    from utils.augmentation.preprocess import parse_preprocessing
+    from utils.data import synthetic_drawing
+
+    clean, _ = synthetic_drawing.lesion_image("mel", seed=0, image_size=(600, 450))
+    framed, _ = synthetic_drawing.add_vignette(clean, radius_fraction=0.3)
+    path = _write(tmp_path / "framed.jpg", framed, quality=95)
+    steps = parse_preprocessing("fov:mode=box,colour")
+    full = pipeline.decode_full(tf.io.read_file(path)).numpy()
+    expected = pipeline.resize_image(tf.constant(steps(full)), 48, "crop").numpy()
+    loaded = pipeline.load_image(tf.constant(path), 48, "crop", steps.spec()).numpy()
+    np.testing.assert_array_equal(loaded, expected)
+    plain = pipeline.load_image(tf.constant(path), 48, "crop", "none").numpy()
+    assert not np.array_equal(plain, loaded)
+    frame = _frame([path], [0])
+    assert pipeline.cache_path(frame, 48, "crop", tmp_path) != pipeline.cache_path(
+        frame, 48, "crop", tmp_path, steps.spec())
+    assert pipeline.cache_path(frame, 48, "crop", tmp_path) == pipeline.cache_path(
+        frame, 48, "crop", tmp_path, "none")
+
+
+def test_cached_training_data_is_not_in_manifest_order(tmp_path, monkeypatch):
+    """Manifests list images class by class; the cache holds them in a seeded random order, so
+    the bounded shuffle after it (here 4 images wide) does not serve batches of one class."""
+    monkeypatch.setattr(pipeline, "CACHE_SHUFFLE_BUFFER", 4)
+    files = [_write(tmp_path / f"{i}.png", np.full((8, 8, 3), i, np.uint8)) for i in range(40)]
+    frame = _frame(files, [0] * 20 + [1] * 20)
+    data = pipeline.make_dataset(frame, 8, 40, True, 2, seed=0, cache_dir=tmp_path / "cache")
+    _, labels = next(data.as_numpy_iterator())
+    first_half = labels[:20].argmax(axis=1)
+    assert 0 < first_half.sum() < 20

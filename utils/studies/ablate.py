@@ -82,7 +82,7 @@ class AblationConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-SMOKE = dict(image_size=32, epochs=1, batch_size=16, steps_per_epoch=4, cache=False,
+SMOKE = dict(image_size=32, epochs=1, batch_size=16, steps_per_epoch=2, cache=False,
              arms=("none", "colour,hair,fov"), seeds=(0, 1), n_boot=200, smoke=True,
              synthetic_images=300, lr_schedule="constant", augment="none")
 
