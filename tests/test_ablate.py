@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,6 +48,21 @@ def test_smoke_ablation_end_to_end(synthetic_ham, tmp_path, capsys):
     assert "Smoke run" in text and "paired difference vs none" in text
     assert "python -m utils ablate --smoke" in text and "In plain words" in text
     assert out.with_suffix(".png").stat().st_size > 0
+    # the preprocessed arm's test predictions are what evaluation and predict compute from the
+    # raw images with the run's recorded preprocessing
+    from utils.evaluation import evaluate, predict
+
+    run_dir = run_dirs["colour,hair,fov"]
+    written = pd.read_csv(run_dir / runs.predictions_name("test"), dtype={"image_id": str})
+    classes = [c for c in written.columns if c not in ("image_id", "lesion_id", "label",
+                                                        "label_index", "split")]
+    again = evaluate.tta_predictions(run_dir, "test", classes, ("identity",))
+    np.testing.assert_allclose(again[classes].to_numpy(float), written[classes].to_numpy(float),
+                               atol=1e-5)
+    first = shared[shared["split"] == "test"].iloc[0]
+    raw = predict.predict_path(run_dir / runs.MODEL, first["path"])
+    np.testing.assert_allclose(raw[classes].to_numpy(float)[0],
+                               written[classes].to_numpy(float)[0], atol=1e-5)
     # a second call reuses the finished runs: nothing is trained again
     model = run_dirs["none"] / runs.MODEL
     stamp = model.stat().st_mtime_ns
