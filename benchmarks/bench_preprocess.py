@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from utils import paths  # noqa: E402
 from utils.augmentation import preprocess, preprocess_dataset  # noqa: E402
@@ -107,6 +108,17 @@ def main() -> None:
                 rate, count = copy_rate(shared / "HAM10000", tmp / f"small-{workers}", workers)
                 print(f"(b) offline copy, 200x150 HAM10000, {count} images, {workers} "
                       f"thread(s): {rate:.0f} img/s = {count / rate / 60:.1f} min")
+            log = pd.read_csv(tmp / "small-1" / preprocess_dataset.LOG_NAME, dtype={"box": str},
+                              keep_default_na=False)
+            print(f"    what the steps did to the {len(log)} images: field of view cropped in "
+                  f"{(log['box'] != '').sum()} ({(log['box'] != '').mean():.1%}); hair found on "
+                  f"{log['hair_fraction'].mean():.2%} of the pixels on average, on more than 1 % "
+                  f"of the pixels in {(log['hair_fraction'] > 0.01).mean():.1%} of the images")
+            box_mode = preprocess.FovConfig(mode="box")
+            boxed = sum(preprocess.field_of_view_box(read_rgb(f), box_mode) is not None
+                        for f in small["path"])
+            print(f"    the field of view's bounding box (fov:mode=box) would crop {boxed} "
+                  f"({boxed / len(small):.1%})")
         for workers in (1, 2):
             rate, count = copy_rate(shared / "HAM10000_originals_sample",
                                     tmp / f"large-{workers}", workers)

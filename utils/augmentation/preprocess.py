@@ -12,7 +12,11 @@ dataclass:
   (Telea or Navier-Stokes);
 - `crop_field_of_view(image, FovConfig)` (box: `field_of_view_box`): the dermoscope's dark
   circular vignette found as the largest component brighter than a threshold; the image is
-  cropped to its bounding box, and images without a vignette are returned untouched.
+  cropped to the largest box inside the circle fitted to its border (mode "inscribed", the
+  default: HAM10000's vignettes are mostly circles wider than the frame, which leave dark
+  corners that no bounding box removes) or to the bounding box of the field of view (mode
+  "box": keeps the whole field of view, corners included). Images without a vignette are
+  returned untouched.
 
 Sizes in pixels (kernel, inpainting radius, hair length) are stated for an image whose shorter
 side is `REFERENCE_SIDE` = 450 px (the HAM10000 originals) and scale with the image, so the same

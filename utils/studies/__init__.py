@@ -1,5 +1,6 @@
 """Stage 6, studies: experiments that chain every stage and write reports.
 
-Owns the end-to-end job (`reproduce`) and the leakage audit of the published protocol (`audit`).
-May import every earlier stage; nothing imports it except the command line.
+Owns the end-to-end job (`reproduce`), the leakage audit of the published protocol (`audit`) and
+the preprocessing ablation (`ablate`, its report `ablation_report`). May import every earlier
+stage; nothing imports it except the command line.
 """
