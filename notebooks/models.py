@@ -20,6 +20,11 @@
 # metrics below with bootstrap 95 % intervals (`python -m utils compare` tabulates all runs). We
 # quote no number here: results come from run folders, never typed by hand.
 #
+# **Preprocessing.** `PREPROCESS` selects dermoscopy preprocessing (Shades of Gray colour
+# constancy, hair removal, field-of-view crop: `utils/augmentation/preprocess.py`, shown in
+# `Data_Augmentated/Preprocessing.ipynb`); the run records it in `config.json`, and evaluation and
+# `python -m utils predict` apply it to every image as training did.
+#
 # **Smoke mode.** `SMOKE = True` checks the code path in about a minute on a CPU: it ignores the
 # data, size, weights and epoch parameters and trains the backbone from scratch for one epoch at
 # its minimum input size on 200 synthetic images, all in a new temporary folder (nothing is
@@ -53,6 +58,7 @@ STAGE2_EPOCHS = 25  # fine-tuning from the registry's boundary layer (pre-traine
 EPOCHS = 30  # single-stage epochs when WEIGHTS is None
 BATCH_SIZE = 32  # global batch size
 AUGMENT = "online"  # none | online | offline | both
+PREPROCESS = "none"  # none | colour,hair,fov: dermoscopy preprocessing (also at test/predict)
 SEED = 0  # seeds the split, the synthetic data, tf.data and the weights
 SMOKE = False  # True: 1-minute code-path check (see above), not a result
 RUNS_DIR = None  # None: runs/ (SMOKE: the temporary folder); else where run folders go
@@ -68,13 +74,13 @@ if SMOKE:  # a code-path check, not a result: tiny synthetic data, minimum size,
     smoke_dir = Path(tempfile.mkdtemp(prefix="smoke-"))
     smoke_data = synthetic.generate_ham10000(smoke_dir / "HAM10000", n_images=200, seed=SEED,
                                              progress=False)
-    config = smoke_config(BACKBONE, data_dir=str(smoke_data), seed=SEED)
+    config = smoke_config(BACKBONE, data_dir=str(smoke_data), seed=SEED, preprocess=PREPROCESS)
     runs_root = RUNS_DIR or smoke_dir / "runs"
 else:
     config = preset(DATASET, backbone=BACKBONE, image_size=IMAGE_SIZE, weights=WEIGHTS,
                     data_dir=DATA_DIR, epochs=EPOCHS, stage1_epochs=STAGE1_EPOCHS,
                     stage2_epochs=STAGE2_EPOCHS, batch_size=BATCH_SIZE, augment=AUGMENT,
-                    seed=SEED)
+                    preprocess=PREPROCESS, seed=SEED)
     runs_root = RUNS_DIR
 config = config.resolve()
 config.to_dict()

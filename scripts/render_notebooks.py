@@ -27,6 +27,7 @@ from utils import notebooks, paths
 # be assumed), small images and few epochs so all notebooks render in minutes on a CPU.
 RENDER_PARAMETERS: dict[str, dict] = {
     "Data_Augmentated": {"DATA_DIR": None, "SMOKE": False},
+    "Data_Augmentated/Preprocessing.ipynb": {"SMOKE": False},  # synthetic images only
     "Models/comparison.ipynb": {"DATA_DIR": None, "SMOKE": False,
                                 "RUNS_DIR": "runs/rendered",  # the runs of the Models below
                                 "OUT": "runs/rendered/comparison"},

@@ -68,3 +68,15 @@ def test_bad_values_raise_clear_errors():
 def test_total_epochs_by_training_mode():
     assert TrainConfig(weights=None, epochs=7).total_epochs == 7
     assert TrainConfig(weights="imagenet", stage1_epochs=2, stage2_epochs=3).total_epochs == 5
+
+
+def test_preprocess_field_is_checked_and_resolved_to_every_setting():
+    from utils.augmentation.preprocess import parse_preprocessing
+
+    with pytest.raises(ValueError, match="unknown preprocessing step"):
+        TrainConfig(preprocess="colour,sharpen")
+    resolved = TrainConfig(weights=None, preprocess="hair,colour").resolve(gpu_visible=False)
+    assert resolved.preprocess == parse_preprocessing("colour,hair").spec()
+    assert resolved.preprocess.startswith("hair:kernel_size=")  # every setting, in run order
+    assert TrainConfig.from_json(resolved.to_json()) == resolved
+    assert TrainConfig().resolve(gpu_visible=False).preprocess == "none"

@@ -411,3 +411,28 @@ def test_overlay_figure_shows_one_image_per_class_above_its_heatmap(mobilenet, t
     np.testing.assert_array_equal(bottoms[1].images[0].get_array(), expected)
     with pytest.raises(DataError, match="no rows"):
         overlay_figure(mobilenet, pd.DataFrame(rows).iloc[:0], ["bcc", "mel", "nv"], 64)
+
+
+def test_masks_follow_the_runs_field_of_view_crop(tmp_path):
+    """With a run's preprocessing that crops, the image and its (lower-resolution) mask are
+    cropped with the same field-of-view box, so they stay aligned."""
+    from utils.augmentation.preprocess import crop, parse_preprocessing
+    from utils.data import synthetic_drawing
+
+    lesion, mask = synthetic_drawing.lesion_image("nv", seed=2, image_size=(600, 450))
+    framed, truth = synthetic_drawing.add_vignette(lesion, radius_fraction=0.3)
+    Image.fromarray(framed).save(tmp_path / "image.png")
+    small_mask = np.asarray(Image.fromarray(mask).resize((200, 150), Image.NEAREST))
+    Image.fromarray(small_mask).save(tmp_path / "mask.png")
+    spec = parse_preprocessing("fov:mode=box").spec()
+    loaded = load_resized(tmp_path / "mask.png", 32, "squash", mask=True, preprocess=spec,
+                          box_of=tmp_path / "image.png")
+    cropped = crop(small_mask, truth, like=(450, 600))
+    expected = np.asarray(Image.fromarray(cropped).resize((32, 32), Image.BILINEAR)) > 127
+    assert (loaded == expected).mean() > 0.97
+    uncropped = load_resized(tmp_path / "mask.png", 32, "squash", mask=True)
+    assert (loaded != uncropped).mean() > 0.05
+    image = load_resized(tmp_path / "image.png", 32, "squash", preprocess=spec)
+    plain = load_resized(tmp_path / "image.png", 32, "squash")
+    dark = [(x.max(axis=2) <= 25).mean() for x in (image, plain)]
+    assert image.shape == (32, 32, 3) and dark[0] < 0.3 < 0.5 < dark[1]  # vignette cropped

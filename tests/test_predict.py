@@ -107,3 +107,32 @@ def test_huge_headers_are_skipped_and_named_not_predicted(tmp_path, image_folder
     assert frame["image_id"].tolist() == ["a", "b", "c"]
     assert "skipped" in err and "huge.jpg declares 50000 x 50000 pixels" in err
     assert "huge_png.jpg declares 50000 x 50000 pixels" in err
+
+
+def test_predict_applies_the_runs_preprocessing(tmp_path):
+    """config.json's `preprocess` is applied to raw images: predicting the raw image equals
+    predicting its preprocessed copy (`python -m utils preprocess`'s PNG) without preprocessing,
+    and differs from predicting the raw image without it."""
+    from utils.augmentation import preprocess_dataset
+    from utils.augmentation.preprocess import parse_preprocessing
+    from utils.data import synthetic_drawing
+
+    clean, _ = synthetic_drawing.lesion_image("nv", seed=1)
+    hairy, _ = synthetic_drawing.draw_hairs(clean, seed=1)
+    framed, _ = synthetic_drawing.add_vignette(hairy, radius_fraction=0.36)
+    raw = tmp_path / "raw.jpg"
+    Image.fromarray(framed).save(raw, quality=92)
+    spec = parse_preprocessing("colour,hair,fov").spec()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_model(run_dir / "model.keras", datasets.HAM10000.num_classes, size=32)
+    (run_dir / "config.json").write_text(json.dumps({"dataset": "ham10000", "image_size": 32,
+                                                     "preprocess": spec}))
+    classes = list(datasets.HAM10000.classes)
+    on_raw = predict.predict_path(run_dir / "model.keras", raw)[classes].to_numpy(float)
+    copy = tmp_path / "copy.png"
+    preprocess_dataset.preprocess_image(raw, copy, parse_preprocessing(spec))
+    on_copy = predict.predict_path(run_dir / "model.keras", copy, preprocess="none")
+    np.testing.assert_array_equal(on_raw, on_copy[classes].to_numpy(float))
+    unprocessed = predict.predict_path(run_dir / "model.keras", raw, preprocess="none")
+    assert not np.allclose(on_raw, unprocessed[classes].to_numpy(float))

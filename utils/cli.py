@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "utils.augmentation.balance",
         "augment the training split offline up to per-class targets",
     ),
+    "preprocess": (
+        "utils.augmentation.preprocess_dataset",
+        "write a preprocessed copy of a dataset (colour constancy, hair removal, field of view)",
+    ),
     "train": ("utils.training.train", "train a classifier (two-stage fine-tuning or from scratch)"),
     "evaluate": (
         "utils.evaluation.evaluate",
@@ -61,6 +65,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": (
         "utils.studies.reproduce",
         "the end-to-end job: data, split, balance, train, report",
+    ),
+    "ablate": (
+        "utils.studies.ablate",
+        "train with and without each preprocessing step; paired differences with CIs",
     ),
 }
 

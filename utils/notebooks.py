@@ -68,6 +68,7 @@ def targets() -> list[Target]:
                {"DATASET": "ham10000"}),
         Target("Data_Augmentated/ISIC2019_balancing.ipynb", "balancing.py",
                {"DATASET": "isic2019"}),
+        Target("Data_Augmentated/Preprocessing.ipynb", "preprocessing.py"),
     ]
 
 

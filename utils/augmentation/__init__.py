@@ -2,5 +2,7 @@
 
 Owns the image transforms (`transforms`: OpenCV / scikit-image, online and Keras-layer forms),
 the augment modes a run can use (`modes`), offline balancing of the TRAINING split only
-(`balance`) and their figures (`plots`). May import the base modules and `utils.data`.
+(`balance`), dermoscopy preprocessing (`preprocess`: colour constancy, hair removal,
+field-of-view crop; `preprocess_dataset`: its offline copy of a dataset) and their figures
+(`plots`). May import the base modules and `utils.data`.
 """

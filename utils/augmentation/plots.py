@@ -1,5 +1,5 @@
-"""Figures of the balancing notebooks: class counts before/after, every transform on one image,
-augmented images beside their sources.
+"""Figures of the Data_Augmentated notebooks: class counts before/after, every transform on one
+image, augmented images beside their sources, images side by side (preprocessing before/after).
 
 Functions return a `matplotlib.figure.Figure` built without pyplot (no global state; it renders
 itself as PNG in a notebook) and, given
@@ -88,13 +88,28 @@ def augmented_examples(frame: pd.DataFrame, n: int = 4, seed: int = 0,
     return _image_grid(panels, ncols=4, path=path)
 
 
+def image_panels(panels: Sequence[tuple[str, np.ndarray]], ncols: int = 4,
+                 boxes: dict[int, tuple[int, int, int, int]] | None = None,
+                 path: str | os.PathLike | None = None) -> Figure:
+    """Images side by side with their titles (RGB, or a 2-D mask shown in grey); `boxes` maps a
+    panel's index to a box (x0, y0, x1, y1) drawn over it, e.g. a detected field of view."""
+    return _image_grid(panels, ncols, path, boxes)
+
+
 def _image_grid(panels: Sequence[tuple[str, np.ndarray]], ncols: int,
-                path: str | os.PathLike | None) -> Figure:
+                path: str | os.PathLike | None,
+                boxes: dict[int, tuple[int, int, int, int]] | None = None) -> Figure:
+    from matplotlib.patches import Rectangle
+
     nrows = -(-len(panels) // ncols)
     figure = _new_figure(3 * ncols, 2.5 * nrows)
     for index, (title, image) in enumerate(panels):
         axes = figure.add_subplot(nrows, ncols, index + 1)
-        axes.imshow(image)
+        axes.imshow(image, cmap="gray" if np.ndim(image) == 2 else None)
+        box = (boxes or {}).get(index)
+        if box is not None:
+            axes.add_patch(Rectangle((box[0] - 0.5, box[1] - 0.5), box[2] - box[0],
+                                     box[3] - box[1], fill=False, edgecolor="lime", linewidth=2))
         axes.set_title(title if len(title) < 40 else title[:37] + "...", fontsize=8)
         axes.axis("off")
     figure.tight_layout()

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 from skimage import exposure
 
+from utils.augmentation.preprocess import ColourConfig, check_image, colour_constancy
 from utils.data import images
 
 Image = np.ndarray  # uint8, HxWx3, RGB
@@ -93,16 +94,6 @@ class AugmentConfig:
 DEFAULT_CONFIG = AugmentConfig()
 
 
-def check_image(image: np.ndarray) -> Image:
-    """Raise ValueError unless `image` is a uint8 HxWx3 array."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 \
-            or image.shape[2] != 3:
-        shape = getattr(image, "shape", None)
-        dtype = getattr(image, "dtype", type(image).__name__)
-        raise ValueError(f"expected a uint8 HxWx3 RGB array, got shape {shape} dtype {dtype}")
-    return image
-
-
 def read_rgb(path: str | os.PathLike) -> Image:
     """Read an image file as uint8 HxWx3 RGB through the image gate (utils.data.images:
     any format a user has); raises DataError naming the file if it is refused or unreadable."""
@@ -127,12 +118,10 @@ def shades_of_gray(image: Image, rng: np.random.Generator | None = None,
     """Shades of Gray colour constancy (Finlayson & Trezzi 2004): equalise channel p-norm means.
 
     Deterministic; `rng` is accepted (and ignored) so it has the signature of every transform.
+    The implementation is utils.augmentation.preprocess.colour_constancy (also a preprocessing
+    step).
     """
-    pixels = image.astype(np.float32) / 255.0
-    illuminant = np.power(np.mean(np.power(pixels, config.shades_of_gray_p), axis=(0, 1)),
-                          1.0 / config.shades_of_gray_p)
-    gains = illuminant.mean() / np.maximum(illuminant, 1e-6)
-    return np.clip(pixels * gains * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return colour_constancy(image, ColourConfig(p=config.shades_of_gray_p))
 
 
 def _centre(image: Image) -> tuple[float, float]:

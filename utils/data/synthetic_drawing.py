@@ -386,6 +386,70 @@ def render_view(
     return image.astype(np.uint8), mask
 
 
+# --- artefacts for the preprocessing tests and notebook (not used by the dataset generator) -----
+
+def lesion_image(style_name: str, seed: int, image_size: tuple[int, int] = (200, 150)
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One clean view (no hair, no dark frame) of a lesion of `style_name`: (RGB uint8, mask)."""
+    rng = seeded_rng(seed, 101, 0)
+    drawing = draw_lesion(style_name, rng, max(64, min(image_size)))
+    clean = LesionDrawing(drawing.rgb, drawing.alpha, drawing.radius_fraction, drawing.skin,
+                          hairy=False, dark_frame=False)
+    return render_view(clean, seeded_rng(seed, 102, 0), image_size, first=True)
+
+
+def draw_hairs(image: np.ndarray, seed: int, n_hairs: int = 8, thickness: int | None = None,
+               colour: Sequence[float] = (40, 28, 22)) -> tuple[np.ndarray, np.ndarray]:
+    """Dark curved hairs across a copy of `image`: (image with hairs, bool hair mask).
+
+    Each hair is a smooth random walk crossing most of the image, `thickness` px wide (default
+    about 1/75 of the shorter side, at least 2), drawn without antialiasing so the mask is exact.
+    """
+    height, width = image.shape[:2]
+    side = min(height, width)
+    thickness = thickness or max(2, int(round(side / 75)))
+    rng = seeded_rng(seed, 103, 0)
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(n_hairs):
+        start = rng.uniform(0, 1, 2) * (width, height)
+        angle = rng.uniform(0, 2 * math.pi)
+        turns = np.cumsum(rng.normal(0, 0.12, 40))
+        steps = np.stack([np.cos(angle + turns), np.sin(angle + turns)], 1) * side / 40
+        points = start + np.cumsum(steps, axis=0)
+        cv2.polylines(mask, [np.round(points).astype(np.int32)], False, 255, thickness,
+                      cv2.LINE_8)
+    hairy = image.copy()
+    hairy[mask > 0] = np.asarray(colour, np.uint8)
+    return hairy, mask > 0
+
+
+def add_vignette(image: np.ndarray, radius_fraction: float = 0.42,
+                 centre_shift: tuple[float, float] = (0.0, 0.0), level: int = 8
+                 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A dermoscope's dark circular field of view on a copy of `image`: (image, true box).
+
+    The circle has radius `radius_fraction` of the image width, its centre shifted by
+    `centre_shift` (fractions of width, height); pixels outside are set to `level`. The box is
+    the circle's bounding box clipped to the image (x0, y0, x1, y1; x1, y1 exclusive).
+    """
+    height, width = image.shape[:2]
+    cx = width / 2 + centre_shift[0] * width
+    cy = height / 2 + centre_shift[1] * height
+    radius = radius_fraction * width
+    ys, xs = np.mgrid[0:height, 0:width]
+    inside = (xs + 0.5 - cx) ** 2 + (ys + 0.5 - cy) ** 2 <= radius ** 2
+    out = image.copy()
+    out[~inside] = level
+    rows, cols = np.nonzero(inside)
+    return out, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+
+
+def colour_cast(image: np.ndarray, gains: Sequence[float]) -> np.ndarray:
+    """`image` under an illuminant of per-channel `gains` (RGB), rounded and clipped to uint8."""
+    cast = image.astype(np.float32) * np.asarray(gains, np.float32)
+    return np.clip(cast + 0.5, 0, 255).astype(np.uint8)
+
+
 
 def encode_jpeg(rgb: np.ndarray) -> bytes:
     ok, data = cv2.imencode(

@@ -88,13 +88,15 @@ def tta_predictions(run_dir: Path, split: str, classes: Sequence[str],
     """Re-predict one split of a run with test-time augmentation (training's preprocessing)."""
     from utils.evaluation import tta
     from utils.training import models, pipeline
+    from utils.training.data import pipeline_preprocess
 
     run = _run_parts(run_dir, "--tta")
     manifest = run.manifest
     rows = manifest[manifest["split"] == split].reset_index(drop=True)
     model = models.load_model(run.model_path, compile=False)
     data = pipeline.make_dataset(rows, run.config.image_size, run.config.batch_size, training=False,
-                                 num_classes=len(classes), resize_policy=run.config.resize_policy)
+                                 num_classes=len(classes), resize_policy=run.config.resize_policy,
+                                 preprocess=pipeline_preprocess(run.config))
     return predictions_frame(rows, tta.predict_tta(model, data, views), classes)
 
 

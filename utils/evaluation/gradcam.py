@@ -36,6 +36,7 @@ import tensorflow as tf
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from utils.augmentation.preprocess import crop, parse_preprocessing
 from utils.data import images as image_files
 from utils.data.datasets import HAM_MASKS_TSCHANDL, MASK_FOLDERS, MASK_SUFFIX
 from utils.errors import DataError
@@ -211,23 +212,30 @@ def _policy(resize_policy: str) -> str:
 
 
 def load_resized(
-    path: str | os.PathLike, image_size: int, resize_policy: str = "crop", mask: bool = False
+    path: str | os.PathLike, image_size: int, resize_policy: str = "crop", mask: bool = False,
+    preprocess: str | None = None, box_of: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """An image as float32 RGB (size, size, 3) in [0, 255], or a mask as bool (size, size), resized
     by utils.training.pipeline.resize_image (the geometry the model saw: "crop", "pad" or "squash").
 
     A mask goes through the same resize as a grey image and is thresholded at half intensity, so
-    image and mask stay aligned whatever their resolutions (600x450 images, 200x150 masks).
-    The file passes the image gate first (utils.data.images): DataError naming a refused file.
+    image and mask stay aligned whatever their resolutions (600x450 images, 200x150 masks). With
+    the run's `preprocess` the image is preprocessed as in training; a mask is cropped with the
+    field-of-view box of its image `box_of` (when the preprocessing crops). The file passes the
+    image gate first (utils.data.images): DataError naming a refused file.
     """
     policy = _policy(resize_policy)
     image_files.probe(path)
     if not mask:
-        image = pipeline.load_image(tf.constant(str(path)), image_size, policy)
+        image = pipeline.load_image(tf.constant(str(path)), image_size, policy, preprocess)
         return image.numpy().astype("float32")
     grey = tf.io.decode_image(
         tf.io.read_file(str(path)), channels=1, expand_animations=False, dtype=tf.uint8
     )
+    steps = parse_preprocessing(preprocess)
+    if box_of is not None and "fov" in steps.steps:
+        image = pipeline.decode_full(tf.io.read_file(str(box_of))).numpy()
+        grey = tf.constant(crop(grey.numpy(), steps.crop_box(image), like=image.shape[:2]))
     resized = pipeline.resize_image(tf.image.grayscale_to_rgb(grey), image_size, policy)
     return resized.numpy()[..., 0] > 127
 
@@ -242,12 +250,14 @@ def localisation_scores(
     tolerance: float = 5.0,
     class_index: str = "true",
     layer_name: str | None = None,
+    preprocess: str | None = None,
 ) -> pd.DataFrame:
     """Per-image Grad-CAM localisation: image_id, label, label_index, predicted_index,
     energy_inside, pointing_hit.
 
     frame: a TABLE (image_id, path, label, label_index). class_index "true" explains the true class,
     "predicted" the predicted one. Images without a mask raise DataError (filter the frame first).
+    preprocess: the run's input preprocessing (utils.training.data.pipeline_preprocess).
     """
     if class_index not in ("true", "predicted"):
         raise ValueError(f"class_index must be 'true' or 'predicted', got {class_index!r}")
@@ -262,10 +272,14 @@ def localisation_scores(
     rows = []
     for start in tqdm(range(0, len(frame), batch_size), desc="Grad-CAM", unit="batch", leave=False):
         chunk = frame.iloc[start : start + batch_size]
-        images = np.stack([load_resized(path, size, resize_policy) for path in chunk["path"]])
+        images = np.stack(
+            [load_resized(path, size, resize_policy, preprocess=preprocess)
+             for path in chunk["path"]]
+        )
         masks = [
-            load_resized(mask_path_for(i, mask_root), size, resize_policy, mask=True)
-            for i in chunk["image_id"]
+            load_resized(mask_path_for(i, mask_root), size, resize_policy, mask=True,
+                         preprocess=preprocess, box_of=path)
+            for i, path in zip(chunk["image_id"], chunk["path"], strict=True)
         ]
         target = chunk["label_index"].to_numpy(int) if class_index == "true" else None
         heatmaps, predictions = _explain(explainer, images, target)

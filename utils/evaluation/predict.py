@@ -1,11 +1,11 @@
 """`python -m utils predict <model.keras> <image or folder> <out.csv>`: class probabilities.
 
 Images are read and resized exactly as in evaluation (utils.training.pipeline.load_image:
-decode, then
-the run's resize policy) and streamed through tf.data in batches. Every file passes the image gate
-(utils.data.images: not an image whatever its extension, empty, truncated, over the pixel cap),
-then TensorFlow's decoder; a file refused by either is reported on stderr, naming the file, and
-skipped; the rest are still predicted. The
+decode, the run's dermoscopy preprocessing (config.json's `preprocess`: colour constancy, hair
+removal, field-of-view crop), then the run's resize policy) and streamed through tf.data in
+batches. Every file passes the image gate (utils.data.images: not an image whatever its
+extension, empty, truncated, over the pixel cap), then TensorFlow's decoder; a file refused by
+either is reported on stderr, naming the file, and skipped; the rest are still predicted. The
 class codes come from the run's config.json beside the model (its dataset), else `--dataset`,
 else the one class order of the known datasets with the model's number of outputs.
 """
@@ -107,15 +107,17 @@ def readable_images(files: Sequence[Path], image_size: int) -> tuple[list[Path],
 
 
 def image_dataset(files: Sequence[Path], image_size: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                  resize_policy: str = "crop") -> "tf.data.Dataset":
-    """Batches of float32 [0, 255] images, in file order."""
+                  resize_policy: str = "crop", preprocess: str | None = None
+                  ) -> "tf.data.Dataset":
+    """Batches of float32 [0, 255] images, in file order (preprocessed as the run was)."""
     import tensorflow as tf
 
     from utils.training import pipeline
 
     data = tf.data.Dataset.from_tensor_slices([str(p) for p in files])
     data = data.map(
-        lambda p: tf.cast(pipeline.load_image(p, image_size, resize_policy), tf.float32),
+        lambda p: tf.cast(pipeline.load_image(p, image_size, resize_policy, preprocess),
+                          tf.float32),
         num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -130,12 +132,13 @@ def model_image_size(model) -> int:
 
 def predict_files(model, files: Sequence[Path], image_size: int | None = None,
                   batch_size: int = DEFAULT_BATCH_SIZE, resize_policy: str = "crop",
-                  tta_views: Sequence[str] | None = None) -> np.ndarray:
+                  tta_views: Sequence[str] | None = None,
+                  preprocess: str | None = None) -> np.ndarray:
     """Class probabilities (n, K) of readable image files (TTA over `tta_views` if given)."""
     from utils.evaluation import tta
 
     size = image_size or model_image_size(model)
-    data = image_dataset(files, size, batch_size, resize_policy)
+    data = image_dataset(files, size, batch_size, resize_policy, preprocess)
     if tta_views:
         return tta.predict_tta(model, data, tta_views)
     return np.asarray(model.predict(data, verbose=0), dtype=np.float64)
@@ -144,8 +147,10 @@ def predict_files(model, files: Sequence[Path], image_size: int | None = None,
 def predict_path(model_path: str | os.PathLike, source: str | os.PathLike,
                  image_size: int | None = None, dataset: str | None = None,
                  tta_views: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 report=None) -> pd.DataFrame:
-    """Probabilities of one image or every image in a folder: image_id, path, predicted, classes."""
+                 report=None, preprocess: str | None = None) -> pd.DataFrame:
+    """Probabilities of one image or every image in a folder: image_id, path, predicted, classes.
+
+    preprocess: the dermoscopy preprocessing of raw images (default: the run's config.json)."""
     from utils.training import models
 
     config = run_config(model_path)
@@ -157,8 +162,9 @@ def predict_path(model_path: str | os.PathLike, source: str | os.PathLike,
         print(message, file=report or sys.stderr)
     if not files:
         raise DataError(f"{source}: none of the files is a readable image")
+    preprocess = preprocess if preprocess is not None else config.get("preprocess")
     probs = predict_files(model, files, int(size), batch_size,
-                          config.get("resize_policy", "crop"), tta_views)
+                          config.get("resize_policy", "crop"), tta_views, preprocess)
     frame = pd.DataFrame({"image_id": [p.stem for p in files],
                           "path": [str(p.resolve()) for p in files],
                           "predicted": [classes[k] for k in probs.argmax(axis=1)]})
@@ -178,13 +184,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="average over the 8 flips/rotations (utils.evaluation.tta)")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--preprocess", default=None,
+                        help="dermoscopy preprocessing of the images (default: the run's "
+                             "config.json; none without one), e.g. colour,hair,fov")
 
 
 def run(args: argparse.Namespace) -> int:
     from utils.evaluation import tta
 
     frame = predict_path(args.model, args.source, args.image_size, args.dataset,
-                         tuple(tta.DIHEDRAL_VIEWS) if args.tta else None, args.batch_size)
+                         tuple(tta.DIHEDRAL_VIEWS) if args.tta else None, args.batch_size,
+                         preprocess=args.preprocess)
     fileio.write_csv(args.out, frame)
     counts = frame["predicted"].value_counts().to_dict()
     print(f"wrote {paths.display(args.out)}: {len(frame)} images; predicted classes {counts}")

@@ -1,7 +1,8 @@
 """Stage 3, scoring: what a model's outputs are scored with.
 
 Owns the predictions CSV format (`predictions`: written by training, read by evaluation) and the
-metric math with lesion-bootstrap confidence intervals (`metrics`). Training selects checkpoints
+metric math with lesion-bootstrap confidence intervals (`metrics`; paired comparisons of several
+models on the same test images: `paired`). Training selects checkpoints
 with exactly the metric evaluation reports, so this sits below both. May import the base modules
 and `utils.data`.
 """

@@ -106,6 +106,7 @@ def gradcam_report(run_dir: Path, manifest: pd.DataFrame, config: TrainConfig, m
     """Grad-CAM localisation on test images that have a lesion mask; None where none has."""
     from utils.evaluation import gradcam
     from utils.training import models
+    from utils.training.data import pipeline_preprocess
 
     test = manifest[(manifest["split"] == "test") & ~manifest.get(
         "augmented", pd.Series(False, index=manifest.index)).fillna(False).astype(bool)]
@@ -116,7 +117,8 @@ def gradcam_report(run_dir: Path, manifest: pd.DataFrame, config: TrainConfig, m
     sample = test.groupby("label", sort=False).head(max(1, n_images // 7)).head(n_images)
     model = models.load_model(run_dir / runs.MODEL)
     scores = gradcam.localisation_scores(model, sample, mask_root, config.image_size,
-                                         config.resize_policy)
+                                         config.resize_policy,
+                                         preprocess=pipeline_preprocess(config))
     summary = gradcam.summarise_localisation(scores)
     fileio.write_csv(out_dir / "gradcam_localisation.csv", scores)
     fileio.write_csv(out_dir / "gradcam_localisation_summary.csv", summary)
@@ -250,7 +252,8 @@ def _defaults(name: str) -> str:
 
 
 OPTION_ORDER = ("data_dir", "dataset", "backbone", "image_size", "weights", "epochs",
-                "batch_size", "seed", "subset", "augment", "protocol", "n_boot", "gradcam_images",
+                "batch_size", "seed", "subset", "augment", "preprocess", "protocol", "n_boot",
+                "gradcam_images",
                 "report_dir")  # the options written into the model card's command line
 
 
@@ -299,6 +302,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "published protocol (augment every class folder, then a counter split "
                         "ignoring lesion_id), which LEAKS: its test score is not a result "
                         "(default: lesion)")
+    parser.add_argument("--preprocess", default=None,
+                        help="dermoscopy preprocessing: none | colour,hair,fov (recorded in the "
+                             "run's config; applied at evaluation and predict too; default: none)")
     parser.add_argument("--n-boot", type=_count(0), default=1000,
                         help="bootstrap replicates of every CI (default: 1000)")
     parser.add_argument("--gradcam-images", type=_count(0), default=60,
@@ -319,7 +325,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def job_from_args(args: argparse.Namespace) -> JobConfig:
     """The JobConfig of parsed options (ValueError on a combination that cannot run)."""
     overrides: dict[str, Any] = {}
-    for name in ("backbone", "image_size", "batch_size", "seed", "subset", "augment"):
+    for name in ("backbone", "image_size", "batch_size", "seed", "subset", "augment", "preprocess"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.weights is not None:

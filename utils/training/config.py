@@ -16,6 +16,8 @@ from typing import Any
 
 from utils import fileio
 from utils.augmentation.modes import AUGMENT_MODES
+from utils.augmentation.preprocess import NONE as NO_PREPROCESSING
+from utils.augmentation.preprocess import parse_preprocessing
 from utils.errors import ConfigError
 
 IMBALANCE_MODES = ("class_weight", "sampling", "none")
@@ -82,6 +84,7 @@ class TrainConfig:
     balance_target: int | None = None  # offline balancing: images per class in train (None = max)
     imbalance: str = "class_weight"  # class_weight | sampling (balanced batches) | none
     resize_policy: str = "crop"  # crop (keep aspect, centre crop) | pad (keep aspect) | squash
+    preprocess: str = "none"  # none | colour,hair,fov before resizing, also at evaluate/predict
     cache: bool = False  # cache resized images on disk under data/interim/cache/
     deterministic: bool = True  # deterministic tf.data order (slightly slower)
     seed: int = 0  # seeds Python, NumPy, TensorFlow, the split and tf.data shuffles
@@ -103,6 +106,7 @@ class TrainConfig:
         if self.dropout >= 1 or (self.bn_momentum is not None and self.bn_momentum >= 1):
             raise ConfigError(f"dropout={self.dropout!r} and bn_momentum={self.bn_momentum!r} "
                               "must be below 1")
+        parse_preprocessing(self.preprocess)  # ValueError naming the bad step or setting
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
             raise ConfigError(
@@ -185,6 +189,7 @@ class TrainConfig:
             bn_momentum=momentum,
             mixed_precision=_tri_state(self.mixed_precision, gpu_visible),
             jit_compile=_tri_state(self.jit_compile, gpu_visible),
+            preprocess=resolve_preprocess(self.preprocess, self.data_dir),
         )
 
 
@@ -208,6 +213,22 @@ def field_comments(cls: type = None) -> dict[str, str]:
         if colon and name.isidentifier() and "  # " in rest:
             comments[name] = rest.split("  # ", 1)[1].strip()
     return comments
+
+
+def resolve_preprocess(text: str, data_dir: str | None) -> str:
+    """The canonical preprocessing text (every setting named); on an offline preprocessed copy
+    (utils.augmentation.preprocess_dataset) the copy's, so `predict` applies it to raw images."""
+    from utils.augmentation.preprocess_dataset import copy_spec
+
+    spec = parse_preprocessing(text).spec()
+    made_with = copy_spec(data_dir)
+    if made_with is None or spec in (NO_PREPROCESSING, made_with):
+        return made_with or spec
+    raise ValueError(
+        f"{data_dir} is an offline copy preprocessed with {made_with}; --preprocess {text} would "
+        "preprocess its images a second time: drop --preprocess, or train on the source folder "
+        "with --preprocess"
+    )
 
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:

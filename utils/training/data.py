@@ -84,6 +84,19 @@ def online_augment(config: TrainConfig) -> Any:
     return transforms.online_augment_fn(transforms.AugmentConfig(), seed=config.seed)
 
 
+def pipeline_preprocess(config: TrainConfig) -> str | None:
+    """The preprocessing the input pipeline applies to the run's images: config.preprocess, or
+    None where there is none or the data folder is an offline copy made with it (its images are
+    preprocessed already; utils.augmentation.preprocess_dataset)."""
+    from utils.augmentation.preprocess import parse_preprocessing
+    from utils.augmentation.preprocess_dataset import copy_spec
+
+    steps = parse_preprocessing(config.preprocess)
+    if not steps or copy_spec(config.data_dir) == steps.spec():
+        return None
+    return steps.spec()
+
+
 def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int) -> dict:
     """train/val/test tf.data pipelines and the training steps per epoch."""
     from utils.training import pipeline
@@ -93,7 +106,8 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
     common = dict(image_size=config.image_size, batch_size=config.batch_size,
                   num_classes=num_classes, seed=config.seed, resize_policy=config.resize_policy,
                   cache=config.cache, deterministic=config.deterministic,
-                  check_images=config.cache)  # with a cache: per split, unless cached already
+                  check_images=config.cache,  # with a cache: per split, unless cached already
+                  preprocess=pipeline_preprocess(config))
     train_rows = manifest[manifest["split"] == "train"]
     result = {
         "train": pipeline.make_dataset(train_rows, training=True, augment=online_augment(config),

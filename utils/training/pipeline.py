@@ -4,6 +4,11 @@ Images are streamed from disk (never one array of the whole dataset): parallel d
 decoded at 1/2, 1/4 or 1/8 scale when much larger than the target, about 2x faster), resize by a
 policy, optional on-disk cache of the resized images, seeded shuffle re-done every epoch, online
 augmentation before batching, batching and prefetch.
+
+With a run's dermoscopy preprocessing (`preprocess`, utils.augmentation.preprocess: colour
+constancy, hair removal, field-of-view crop) `load_image` decodes at full resolution and applies
+it (tf.numpy_function) before resizing; training, evaluation, TTA, Grad-CAM and `predict` all read
+images through `load_image`, so every one of them sees the same preprocessed pixels.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import pandas as pd
 import tensorflow as tf
 
 from utils import paths
+from utils.augmentation.preprocess import parse_preprocessing
 from utils.data import images
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -68,18 +74,54 @@ def resize_image(image: tf.Tensor, image_size: int, policy: str = "crop") -> tf.
     return resized
 
 
-def load_image(path: tf.Tensor, image_size: int, policy: str = "crop") -> tf.Tensor:
-    """Read, decode and resize one image file to uint8 image_size x image_size x 3."""
-    return resize_image(decode_image(tf.io.read_file(path), image_size), image_size, policy)
+def decode_full(data: tf.Tensor) -> tf.Tensor:
+    """Decode image bytes to uint8 HxWx3 at full resolution (the decoder the offline copy of
+    utils.augmentation.preprocess_dataset uses too, so both give the same pixels)."""
+    image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def active_preprocess(preprocess: str | None) -> str | None:
+    """The canonical preprocessing text to apply, or None for none/empty."""
+    steps = parse_preprocessing(preprocess)
+    return steps.spec() if steps else None
+
+
+def apply_preprocess(image: tf.Tensor, preprocess: str) -> tf.Tensor:
+    """Apply a preprocessing text (utils.augmentation.preprocess) to one uint8 HxWx3 image."""
+    steps = parse_preprocessing(preprocess)
+
+    def run(array: np.ndarray) -> np.ndarray:
+        return steps(np.ascontiguousarray(array))
+
+    result = tf.numpy_function(run, [image], tf.uint8, stateful=False)
+    result.set_shape([None, None, 3])
+    return result
+
+
+def load_image(path: tf.Tensor, image_size: int, policy: str = "crop",
+               preprocess: str | None = None) -> tf.Tensor:
+    """Read, decode and resize one image file to uint8 image_size x image_size x 3; with a
+    `preprocess` text, decode at full resolution and preprocess before resizing."""
+    data = tf.io.read_file(path)
+    preprocess = active_preprocess(preprocess)
+    if preprocess is None:
+        return resize_image(decode_image(data, image_size), image_size, policy)
+    return resize_image(apply_preprocess(decode_full(data), preprocess), image_size, policy)
 
 
 def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
-               cache_dir: str | os.PathLike | None = None) -> Path:
-    """Cache file keyed by a hash of the image paths (in order), size and resize policy."""
+               cache_dir: str | os.PathLike | None = None, preprocess: str | None = None) -> Path:
+    """Cache file keyed by a hash of the image paths (in order), size, resize policy and
+    preprocessing."""
     digest = hashlib.sha256()
     for path in frame["path"].astype(str):
         digest.update(path.encode("utf-8") + b"\n")
     digest.update(f"{image_size}|{policy}".encode())
+    spec = active_preprocess(preprocess)
+    if spec:  # none keeps the key of caches written before preprocessing existed
+        digest.update(f"|{spec}".encode())
     folder = Path(cache_dir) if cache_dir is not None else paths.interim_dir() / "cache"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}"
@@ -93,19 +135,24 @@ def _is_keras_layer(augment: Any) -> bool:
 
 def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: int,
                    resize_policy: str, cache_dir: str | os.PathLike | None,
-                   cache: bool) -> tf.data.Dataset:
+                   cache: bool, preprocess: str | None = None) -> tf.data.Dataset:
     """(uint8 image, int label) pairs; shuffled (seeded, every epoch) when training."""
+    if cache and training:
+        # Manifests list images class by class: cache them in a seeded random order, or the
+        # bounded shuffle after the cache would draw batches of one or two classes.
+        frame = frame.sample(frac=1.0, random_state=seed % 2**32)
     files = frame["path"].astype(str).to_numpy()
     labels = frame["label_index"].astype("int32").to_numpy()
     dataset = tf.data.Dataset.from_tensor_slices((files, labels))
 
     def load(path: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        return load_image(path, image_size, resize_policy), label
+        return load_image(path, image_size, resize_policy, preprocess), label
 
     if cache:
         # Cache the decoded, resized images in file order, then shuffle a bounded buffer.
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.cache(str(cache_path(frame, image_size, resize_policy, cache_dir)))
+        dataset = dataset.cache(str(cache_path(frame, image_size, resize_policy, cache_dir,
+                                               preprocess)))
         if training:
             dataset = dataset.shuffle(min(len(frame), CACHE_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
@@ -117,13 +164,14 @@ def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: i
 
 
 def _balanced_dataset(frame: pd.DataFrame, image_size: int, seed: int, resize_policy: str,
-                      cache_dir: str | os.PathLike | None, cache: bool) -> tf.data.Dataset:
+                      cache_dir: str | os.PathLike | None, cache: bool,
+                      preprocess: str | None = None) -> tf.data.Dataset:
     """An endless stream drawing every present class with equal probability."""
     per_class = []
     for offset, (_, rows) in enumerate(sorted(frame.groupby("label_index"))):
         per_class.append(
             _image_dataset(rows, image_size, True, seed + offset, resize_policy, cache_dir,
-                           cache).repeat()
+                           cache, preprocess).repeat()
         )
     weights = [1.0 / len(per_class)] * len(per_class)
     return tf.data.Dataset.sample_from_datasets(per_class, weights=weights, seed=seed)
@@ -162,6 +210,7 @@ def make_dataset(
     balanced: bool = False,
     deterministic: bool = True,
     check_images: bool = True,
+    preprocess: str | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], one-hot float32 labels) from manifest rows.
 
@@ -177,6 +226,8 @@ def make_dataset(
         DataError listing every refused file -- TF's
         decoder would otherwise stop mid-epoch, or decode a huge header as a grey canvas. Skipped
         when a complete on-disk cache of these rows exists (the files are not read then).
+    preprocess: dermoscopy preprocessing text applied to every image before resizing
+        (utils.augmentation.preprocess; None or "none": no preprocessing).
     """
     if len(frame) == 0:
         raise ValueError("make_dataset: the manifest selection is empty (no rows to load)")
@@ -187,15 +238,18 @@ def make_dataset(
             f"{bad.iloc[0].get('image_id', bad.index[0])!r} is outside 0..{num_classes - 1}"
         )
     use_cache = bool(cache) if cache is not None else cache_dir is not None
+    cached_rows = frame.sample(frac=1.0, random_state=seed % 2**32) if training else frame
     cached = use_cache and not balanced and Path(
-        f"{cache_path(frame, image_size, resize_policy, cache_dir)}.index").is_file()
+        f"{cache_path(cached_rows, image_size, resize_policy, cache_dir, preprocess)}.index"
+    ).is_file()  # the order and key _image_dataset caches under
     if check_images and not cached:
         require_images(frame)
     if balanced and training:
-        dataset = _balanced_dataset(frame, image_size, seed, resize_policy, cache_dir, use_cache)
+        dataset = _balanced_dataset(frame, image_size, seed, resize_policy, cache_dir, use_cache,
+                                    preprocess)
     else:
         dataset = _image_dataset(frame, image_size, training, seed, resize_policy, cache_dir,
-                                 use_cache)
+                                 use_cache, preprocess)
     layer_augment = augment is not None and _is_keras_layer(augment)
     if training and augment is not None and not layer_augment:
         dataset = _apply_augment(dataset, augment, seed)
