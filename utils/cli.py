@@ -40,6 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "utils.studies.reproduce",
         "the end-to-end job: data, split, balance, train, report",
     ),
+    "select-recipe": (
+        "utils.studies.recipe_selection",
+        "paired screening runs (validation only) behind the budgeted CPU recipe",
+    ),
+    "headtohead": (
+        "utils.studies.headtohead",
+        "the paper's backbones trained with one recipe for the same wall clock each",
+    ),
 }
 
 

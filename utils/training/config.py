@@ -21,6 +21,8 @@ RESIZE_POLICIES = ("crop", "pad", "squash")
 LR_SCHEDULES = ("plateau", "cosine", "constant")
 TRI_STATE = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+OPTIMIZERS = ("adam", "adamw")
+WEIGHT_AVERAGES = ("none", "ema", "swa")
 # BatchNorm momentum from scratch: with Keras' 0.999, MobileNetV2 trained from scratch on HAM10000
 # (96 px, class weights, 12 epochs) predicted one class in inference mode on every epoch
 # (validation balanced accuracy 0.143); with 0.9 it reached 0.546 in 10 epochs.
@@ -72,6 +74,20 @@ class TrainConfig:
     jit_compile: str = "auto"  # XLA; auto = on only on GPU (15x slower on this CPU) | on | off
     strategy: str = "auto"  # auto | default | mirrored (all visible devices) | multiworker
     run_eagerly: bool = False  # no tf.function tracing: faster only for tiny (smoke) runs
+    # --- recipe techniques (utils.training.optim / mixing / averaging) ---
+    optimizer: str = "adam"  # adam | adamw (Adam with decoupled weight decay)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (ignored by adam)
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up (epochs) before the cosine decay
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
+    mixup_alpha: float = 0.0  # mixup of training batches, lambda ~ Beta(a, a) (0 = off)
+    cutmix_alpha: float = 0.0  # CutMix of training batches, Beta(a, a) (0 = off; both: 50/50)
+    mix_prob: float = 1.0  # probability that a training batch is mixed (mixup/CutMix on)
+    weight_average: str = "none"  # none | ema (every step) | swa (epoch ends, late training)
+    ema_decay: float = 0.998  # EMA decay per step (averages about 1 / (1 - decay) steps)
+    swa_start: float = 0.5  # SWA averages the epoch-end weights from this fraction of epochs on
+    # --- wall-clock budget (utils.training.budget) ---
+    budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-8min | cpu-5min
+    budget_s: float | None = None  # whole-run wall clock (s): epochs sized by measuring; 0 = off
     # --- misc ---
     smoke: bool = False  # a tiny run that checks the code path, not a result
     verbose: int = 2  # Keras fit verbosity (2 = one line per epoch, CI friendly)
@@ -85,6 +101,14 @@ class TrainConfig:
         _check_choice("mixed_precision", self.mixed_precision, TRI_STATE + (True, False))
         _check_choice("jit_compile", self.jit_compile, TRI_STATE + (True, False))
         _check_choice("strategy", self.strategy, STRATEGIES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("weight_average", self.weight_average, WEIGHT_AVERAGES)
+        for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "warmup_epochs"):
+            if float(getattr(self, name)) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("label_smoothing", "mix_prob", "ema_decay", "swa_start"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
             raise ValueError(

@@ -84,7 +84,7 @@ def online_augment(config: TrainConfig) -> Any:
 
 def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int) -> dict:
     """train/val/test tf.data pipelines and the training steps per epoch."""
-    from utils.training import pipeline
+    from utils.training import mixing, pipeline
 
     common = dict(image_size=config.image_size, batch_size=config.batch_size,
                   num_classes=num_classes, seed=config.seed, resize_policy=config.resize_policy,
@@ -97,6 +97,13 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
     }
     if config.steps_per_epoch:
         result["steps"] = min(result["steps"], config.steps_per_epoch)
+    if mixing.mixes(config):  # soft labels: class weights travel as sample weights
+        result["train"] = mixing.mix_batches(result["train"], config.mixup_alpha,
+                                             config.cutmix_alpha, config.mix_prob, config.seed)
+        if config.imbalance == "class_weight":
+            result["train"] = mixing.add_class_weights(result["train"], pipeline.class_weights(
+                train_rows["label_index"], num_classes))
+            result["sample_weighted"] = True
     for split in ("val", "test"):
         rows = manifest[manifest["split"] == split]
         result[split] = pipeline.make_dataset(rows, training=False, **common) if len(rows) else None

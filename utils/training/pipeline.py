@@ -2,7 +2,8 @@
 
 Images are streamed from disk (never one array of the whole dataset): parallel decode (JPEGs
 decoded at 1/2, 1/4 or 1/8 scale when much larger than the target, about 2x faster), resize by a
-policy, optional on-disk cache of the resized images, seeded shuffle re-done every epoch, online
+policy, optional on-disk cache of the resized images (filled completely once when the dataset is
+made, so no partially read cache is ever discarded), seeded shuffle re-done every epoch, online
 augmentation before batching, batching and prefetch.
 """
 from __future__ import annotations
@@ -84,6 +85,34 @@ def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
     return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}"
 
 
+def cache_complete(path: Path) -> bool:
+    """True when the cache at `path` was filled completely (fill_cache's marker exists)."""
+    return Path(f"{path}.complete").is_file()
+
+
+def fill_cache(dataset: tf.data.Dataset, path: Path, n_images: int) -> bool:
+    """Read a `.cache(path)` dataset once to its end so the cache file is complete, then mark it;
+    returns True when it filled it (False: complete already).
+
+    tf.data keeps an on-disk cache only when an iterator reads it to the end; an iterator stopped
+    early (steps_per_epoch, a balanced stream, a benchmark's partial read) discards what it wrote
+    ("the calling iterator did not fully read the dataset being cached") and every epoch decodes
+    again. Filled here once, later iterators only read it, whatever they stop at. Leftovers of an
+    interrupted fill (files without the marker) are deleted first."""
+    if cache_complete(path):
+        return False
+    for leftover in Path(path).parent.glob(f"{Path(path).name}*"):
+        leftover.unlink()
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n_images, desc="caching resized images", unit="img",
+              disable=n_images < 2000) as bar:
+        for images, _ in dataset.batch(256):
+            bar.update(int(images.shape[0]))
+    Path(f"{path}.complete").write_text(f"{n_images}\n")
+    return True
+
+
 def _is_keras_layer(augment: Any) -> bool:
     import keras
 
@@ -102,9 +131,12 @@ def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: i
         return load_image(path, image_size, resize_policy), label
 
     if cache:
-        # Cache the decoded, resized images in file order, then shuffle a bounded buffer.
+        # Cache the decoded, resized images in file order (filled once, completely, here), then
+        # shuffle a bounded buffer.
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.cache(str(cache_path(frame, image_size, resize_policy, cache_dir)))
+        path = cache_path(frame, image_size, resize_policy, cache_dir)
+        dataset = dataset.cache(str(path))
+        fill_cache(dataset, path, len(frame))
         if training:
             dataset = dataset.shuffle(min(len(frame), CACHE_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)

@@ -32,6 +32,14 @@ LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
 
 
+BUDGET = "budget.json"  # the wall-clock budget's measurements and chosen sizes (training.budget)
+
+
+def average_state_name(stage: int) -> Path:
+    """The running weight average of a stage (EMA/SWA, utils.training.averaging), for resume."""
+    return Path("checkpoints") / f"average_stage{stage}.npz"
+
+
 def predictions_name(split: str, variant: str = "") -> str:
     """predictions_<split>.csv, or predictions_<split>_<variant>.csv (tta, calibrated)."""
     return f"predictions_{split}{'_' + variant if variant else ''}.csv"
