@@ -70,7 +70,7 @@ class TrainConfig:
     deterministic: bool = True  # deterministic tf.data order (slightly slower)
     seed: int = 0  # seeds Python, NumPy, TensorFlow, the split and tf.data shuffles
     # --- hardware ---
-    mixed_precision: str = "auto"  # auto (on only when a GPU is visible) | on | off
+    mixed_precision: str = "auto"  # auto (on with a GPU) | on (GPU float16, CPU bfloat16) | off
     jit_compile: str = "auto"  # XLA; auto = on only on GPU (15x slower on this CPU) | on | off
     strategy: str = "auto"  # auto | default | mirrored (all visible devices) | multiworker
     run_eagerly: bool = False  # no tf.function tracing: faster only for tiny (smoke) runs

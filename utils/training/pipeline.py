@@ -2,9 +2,9 @@
 
 Images are streamed from disk (never one array of the whole dataset): parallel decode (JPEGs
 decoded at 1/2, 1/4 or 1/8 scale when much larger than the target, about 2x faster), resize by a
-policy, optional on-disk cache of the resized images (filled completely once when the dataset is
-made, so no partially read cache is ever discarded), seeded shuffle re-done every epoch, online
-augmentation before batching, batching and prefetch.
+policy, optional on-disk cache of the resized images (written completely once when the dataset
+is made, then only read: no partially read cache is ever discarded), seeded shuffle re-done every
+epoch, online augmentation before batching, batching and prefetch.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,35 +83,46 @@ def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
     digest.update(f"{image_size}|{policy}".encode())
     folder = Path(cache_dir) if cache_dir is not None else paths.interim_dir() / "cache"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}"
+    return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}.tfdata"
 
 
-def cache_complete(path: Path) -> bool:
-    """True when the cache at `path` was filled completely (fill_cache's marker exists)."""
-    return Path(f"{path}.complete").is_file()
+def cached_images(dataset: tf.data.Dataset, path: Path, n_images: int) -> tf.data.Dataset:
+    """The (image, label) elements of `dataset` from an on-disk cache at `path`, written once.
 
+    The cache is written completely before anything reads it (tf.data's Dataset.save into a
+    temporary folder, renamed into place: a killed run leaves no half cache) and then read with
+    Dataset.load in the same order. `Dataset.cache(filename)` is not used: it keeps its file only
+    when an iterator reads it to the end (a run with steps_per_epoch, a balanced stream or a
+    benchmark's partial read discards it, "the calling iterator did not fully read the dataset
+    being cached", and decodes again every epoch), and it warns so even after a complete read."""
+    path = Path(path)
+    if not (path / "dataset_spec.pb").is_file():
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        from tqdm.auto import tqdm
 
-def fill_cache(dataset: tf.data.Dataset, path: Path, n_images: int) -> bool:
-    """Read a `.cache(path)` dataset once to its end so the cache file is complete, then mark it;
-    returns True when it filled it (False: complete already).
+        with tqdm(total=n_images, desc="caching resized images", unit="img",
+                  disable=n_images < 2000) as bar:
 
-    tf.data keeps an on-disk cache only when an iterator reads it to the end; an iterator stopped
-    early (steps_per_epoch, a balanced stream, a benchmark's partial read) discards what it wrote
-    ("the calling iterator did not fully read the dataset being cached") and every epoch decodes
-    again. Filled here once, later iterators only read it, whatever they stop at. Leftovers of an
-    interrupted fill (files without the marker) are deleted first."""
-    if cache_complete(path):
-        return False
-    for leftover in Path(path).parent.glob(f"{Path(path).name}*"):
-        leftover.unlink()
-    from tqdm.auto import tqdm
+            def tick(label: np.ndarray) -> np.int64:
+                bar.update(1)
+                return np.int64(0)
 
-    with tqdm(total=n_images, desc="caching resized images", unit="img",
-              disable=n_images < 2000) as bar:
-        for images, _ in dataset.batch(256):
-            bar.update(int(images.shape[0]))
-    Path(f"{path}.complete").write_text(f"{n_images}\n")
-    return True
+            def counted(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                done = tf.numpy_function(tick, [label], tf.int64, stateful=True)
+                with tf.control_dependencies([done]):
+                    return tf.identity(image), tf.identity(label)
+
+            def shard(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+                return tf.constant(0, tf.int64)  # one shard: Dataset.load keeps the order
+
+            dataset.map(counted).save(str(tmp), shard_func=shard)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process wrote the same cache first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tf.data.Dataset.load(str(path))
 
 
 def _is_keras_layer(augment: Any) -> bool:
@@ -134,9 +146,8 @@ def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: i
         # Cache the decoded, resized images in file order (filled once, completely, here), then
         # shuffle a bounded buffer.
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
-        path = cache_path(frame, image_size, resize_policy, cache_dir)
-        dataset = dataset.cache(str(path))
-        fill_cache(dataset, path, len(frame))
+        dataset = cached_images(dataset, cache_path(frame, image_size, resize_policy, cache_dir),
+                                len(frame))
         if training:
             dataset = dataset.shuffle(min(len(frame), CACHE_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
