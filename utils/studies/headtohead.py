@@ -89,6 +89,10 @@ def head_to_head(base: TrainConfig, names: Sequence[str], size: int, root: Path,
                  n_boot: int = 1000) -> dict[str, dict[str, Any]]:
     """Train (or reuse) and score every backbone in turn."""
     manifest = shared_manifest(base)
+    if base.cache:  # write the cache of resized images before any backbone's clock starts
+        from utils.training.data import dataset_info, make_datasets
+
+        make_datasets(manifest, replace(base, image_size=size), dataset_info(base).num_classes)
     results = {}
     for name in names:
         spec = backbones.get_backbone(name)

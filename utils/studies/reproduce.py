@@ -225,6 +225,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="from-scratch epochs (with weights: stage-2 epochs)")
     parser.add_argument("--budget", default=None, choices=sorted(budget.BUDGETS),
                         help="train the budget's recipe sized to its wall clock on this machine")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="override the budget's seconds (0: no sizing, train --epochs)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--gradcam-images", type=int, default=60)
     parser.add_argument("--run-dir", default=None, help="resume this run folder")
@@ -239,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = getattr(args, name)
     if args.weights is not None:
         overrides["weights"] = None if args.weights.lower() in ("none", "null") else args.weights
+    if args.budget_s is not None:
+        overrides["budget_s"] = float(args.budget_s)
     if args.epochs is not None:
         default_weights = (budget.get_budget(args.budget).recipe.get("weights") if args.budget
                            else "imagenet" if args.data_dir else None)
@@ -256,8 +260,9 @@ def run(args: argparse.Namespace) -> int:
             ("weights", args.weights),
             ("epochs", args.epochs),
             ("budget", args.budget),
+            ("budget-s", args.budget_s),
         )
-        if v
+        if v is not None and v != ""
     )
     if args.report_dir:
         command += f" --report-dir {args.report_dir}"

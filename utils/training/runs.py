@@ -4,8 +4,10 @@ Every file name of a run folder is written here once; training writes the folder
 studies and tests read it through these names:
 config.json (resolved TrainConfig), manifest.csv (the split trained on), history.csv (one row per
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
-run_info.json (time, device, versions), checkpoints/ and backup/ (resume), logs/ (TensorBoard),
-and the evaluation outputs metrics.json / metrics.csv / plots/.
+run_info.json (time, device, versions), budget.json (a budgeted run's measurements, sizes and
+outcome), checkpoints/ (best epoch, finished stages, the running weight average) and backup/
+(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster), and the
+evaluation outputs metrics.json / metrics.csv / plots/.
 """
 from __future__ import annotations
 

@@ -167,7 +167,10 @@ def run_info(started: float, config: TrainConfig, run_dir: Path, strategy: Any) 
 def prepare_run(config: TrainConfig, run_dir: str | os.PathLike | None,
                 runs_root: str | os.PathLike | None = None) -> tuple[TrainConfig, Path]:
     """A new run folder (under runs_root, default runs/), or an existing one to resume (its
-    config.json wins)."""
+    config.json wins). In a multi-worker cluster, non-chief workers use a sub-folder of it."""
+    from utils.training.devices import worker_run_dir
+
+    run_dir = worker_run_dir(run_dir)
     if run_dir is not None and (Path(run_dir) / runs.CONFIG).is_file():
         run_dir = Path(run_dir)
         return TrainConfig.load(run_dir / runs.CONFIG), run_dir
