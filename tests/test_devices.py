@@ -119,14 +119,13 @@ def test_two_workers_match_one_and_resume_after_a_kill(synthetic_ham, tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
 
+    # one worker (the reference) and, meanwhile, two workers of which worker 1 dies after 2
+    # batches of epoch 1 (the second epoch)
     single = _start(script, manifest, tmp_path / "single", {})
-    assert _wait([single], 300) == [0], (tmp_path / "single.log").read_text()[-3000:]
-
-    # two workers; worker 1 dies after 2 batches of epoch 1 (the second epoch)
     cluster = tmp_path / "cluster"
     cluster.mkdir()
-    ports = _free_ports(2)
-    first = _cluster(script, manifest, cluster, ports, crash="1:2")
+    first = _cluster(script, manifest, cluster, _free_ports(2), crash="1:2")
+    assert _wait([single], 300) == [0], (tmp_path / "single.log").read_text()[-3000:]
     assert _wait([first[1]], 300) == [17], (cluster / "worker1.log").read_text()[-3000:]
     time.sleep(1.0)
     first[0].kill()  # its peer is gone: the cluster manager restarts the whole job

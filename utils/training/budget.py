@@ -184,7 +184,12 @@ def size_run(config: TrainConfig, manifest: Any, num_classes: int, strategy: Any
 
     from utils.training import models, pipeline
     from utils.training.data import make_datasets
+    from utils.training.devices import worker_task
 
+    if worker_task() is not None:
+        raise ValueError("a wall-clock budget is sized on one machine: on a multi-worker cluster "
+                         "give the sizes instead (--budget-s 0 --epochs N --image-size S, e.g. "
+                         "from a budget.json), so that every worker trains the same epochs")
     cpu_start = cpu_snapshot()
     spec = BUDGETS.get(config.budget or "", Budget("custom", float(config.budget_s)))
     sizes = [int(config.image_size)] + [s for s in spec.sizes if s < int(config.image_size)]
