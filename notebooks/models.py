@@ -29,13 +29,18 @@
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from utils import paths
 from utils.data import splits, synthetic
-from utils.evaluation import plots
+from utils.evaluation import gradcam, plots
 from utils.scoring import metrics, predictions
-from utils.training import train
+from utils.tables import format_ci
+from utils.training import models, runs, train
 from utils.training.config import preset, smoke_config
 from utils.training.data import build_manifest, data_dir, load_table
+
+pd.set_option("display.precision", 3)  # every number below is shown to 3 decimals
 
 # %% tags=["parameters"]
 BACKBONE = "MobileNetV2"  # a name from utils.training.backbones.list_backbones()
@@ -106,23 +111,72 @@ run_dir = train.train(config, manifest=manifest, runs_root=runs_root)
 
 # %% [markdown]
 # ## 5. Training curves
+# Loss, accuracy and balanced accuracy per epoch on the training and validation splits
+# (`history.csv`). The same curves, and more, are in TensorBoard: its logs are in the run
+# folder's `logs/`; `tensorboard --logdir runs/` shows every run side by side.
 
 # %%
-plots.training_curves(run_dir / "history.csv")
+print("TensorBoard logs:", paths.display(run_dir / runs.LOGS_DIR),
+      "-> tensorboard --logdir", paths.display(run_dir.parent))
+plots.training_curves(run_dir / runs.HISTORY)
 
 # %% [markdown]
 # ## 6. Test metrics
-# Balanced accuracy, macro AUC, melanoma sensitivity… with lesion-level bootstrap 95 % intervals
-# (`utils/scoring/metrics.py`).
+# Balanced accuracy (the ISIC ranking metric), accuracy, macro-F1, macro AUC and melanoma
+# sensitivity, each with a lesion-level bootstrap 95 % interval (`utils/scoring/metrics.py`).
+# The test split chose nothing: the epoch was picked on validation.
 
 # %%
-test_predictions = predictions.read_predictions(run_dir / "predictions_test.csv")
+test_predictions = predictions.read_predictions(run_dir / runs.predictions_name("test"))
 result = metrics.evaluate_predictions(test_predictions, n_boot=200 if SMOKE else 1000, seed=SEED)
 table_of_metrics = metrics.metrics_table(result)
-table_of_metrics[table_of_metrics["class"] == ""]
+table_of_metrics["value [95 % CI]"] = [format_ci(row) for row in
+                                       table_of_metrics.to_dict("records")]
+print(result["n_images"], "test images;", result["n_groups"], "lesions resampled;",
+      result["bootstrap"]["n_boot"], "bootstrap replicates")
+table_of_metrics.loc[table_of_metrics["class"] == "", ["metric", "value [95 % CI]"]]
 
 # %% [markdown]
-# ## 7. Where the run is
+# ## 7. Per-class results
+# Precision, recall (sensitivity), specificity and F1 of each class on the test split, each with
+# its 95 % interval; `support` is the number of test images of the class. A rare class has few
+# test images, so its interval is wide.
+
+# %%
+per_class = table_of_metrics[table_of_metrics["class"] != ""].pivot(
+    index="class", columns="metric", values="value [95 % CI]")
+per_class = per_class.rename(columns={"sensitivity": "recall"})
+support = test_predictions["label"].value_counts()
+per_class = per_class.reindex(result["classes"])[["precision", "recall", "specificity", "f1"]]
+per_class.assign(support=support.reindex(result["classes"], fill_value=0))
+
+# %% [markdown]
+# ## 8. Confusion matrix
+# Test images per true class (rows) and predicted class (columns): where the model confuses
+# look-alike classes.
+
+# %%
+y_true, probs, _ = predictions.arrays_from_predictions(test_predictions)
+plots.confusion_matrix(probs, y_true, result["classes"])
+
+# %% [markdown]
+# ## 9. Grad-CAM
+# Where the model looks: one test image per class, the heatmap of the predicted class's score
+# over the backbone's last convolutional layer (`utils/evaluation/gradcam.py`); the white outline
+# is the lesion mask where the dataset has one. At small input sizes the last layer's grid is only
+# a few cells wide, so the maps are coarse.
+
+# %%
+model = models.load_model(run_dir / runs.MODEL, compile=False)  # for Grad-CAM only
+manifest = pd.read_csv(run_dir / runs.MANIFEST)
+test_rows = manifest[(manifest["split"] == "test")
+                     & ~manifest.get("augmented", pd.Series(False, index=manifest.index))
+                     .fillna(False).astype(bool)]
+gradcam.overlay_figure(model, test_rows, result["classes"], config.image_size,
+                       config.resize_policy, mask_root=data_dir(config))
+
+# %% [markdown]
+# ## 10. Where the run is
 
 # %%
 print("run folder:", paths.display(run_dir))
@@ -131,7 +185,8 @@ sorted(path.name for path in run_dir.iterdir())
 # %% [markdown]
 # ## Summary
 # The run folder holds everything needed to evaluate or compare this model later: `config.json`
-# (resolved settings), `manifest.csv` (the split used), `history.csv`, `model.keras` (loads with
-# `utils.training.models.load_model`, safe mode), `predictions_val.csv` / `predictions_test.csv`
-# and `run_info.json` (time, device, versions). `python -m utils evaluate <run folder>` writes the
-# full metrics and plots; `python -m utils compare` puts every run in one table.
+# (resolved settings), `manifest.csv` (the split used), `history.csv`, `logs/` (TensorBoard:
+# `tensorboard --logdir runs/`), `model.keras` (loads with `utils.training.models.load_model`,
+# safe mode), `predictions_val.csv` / `predictions_test.csv` and `run_info.json` (time, device,
+# versions). `python -m utils evaluate <run folder>` writes the full metrics and plots;
+# `python -m utils compare` puts every run in one table.

@@ -38,21 +38,23 @@ def isic2019_real(shared_data: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_ham(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300-image synthetic HAM10000-layout dataset (read-only by convention: copy to modify)."""
-    from utils.data import synthetic
+    """A 300-image synthetic HAM10000-layout dataset (read-only by convention: copy to modify),
+    with the generator's easy setting (separable classes, no label noise): tests that train a
+    few steps must see the model learn. tests/test_synthetic.py checks the harder default."""
+    from utils.data import synthetic, synthetic_looks
 
     root = tmp_path_factory.mktemp("synthetic") / "HAM10000"
-    synthetic.generate_ham10000(root, n_images=300, seed=0)
+    synthetic.generate_ham10000(root, n_images=300, seed=0, **synthetic_looks.EASY)
     return root
 
 
 @pytest.fixture(scope="session")
 def synthetic_isic2019(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 120-image synthetic ISIC 2019-layout dataset."""
-    from utils.data import synthetic
+    """A 120-image synthetic ISIC 2019-layout dataset (easy setting, as synthetic_ham)."""
+    from utils.data import synthetic, synthetic_looks
 
     root = tmp_path_factory.mktemp("synthetic") / "ISIC_2019"
-    synthetic.generate_isic2019(root, n_images=120, seed=0)
+    synthetic.generate_isic2019(root, n_images=120, seed=0, **synthetic_looks.EASY)
     return root
 
 

@@ -12,7 +12,8 @@ from utils import cli, paths
 
 PACKAGE = paths.repo_root() / "utils"
 STAGES = ("base", "data", "augmentation", "scoring", "training", "evaluation", "studies", "top")
-BASE = {"utils", "utils.errors", "utils.paths", "utils.fileio", "utils.tables", "utils.figures"}
+BASE = {"utils", "utils.errors", "utils.paths", "utils.fileio", "utils.tables", "utils.figures",
+        "utils.arguments"}
 TOP = {"utils.cli", "utils.__main__", "utils.notebooks"}  # dispatch and tooling: may import all
 MAX_LINES = 500
 

@@ -192,6 +192,30 @@ def test_clear_errors(split_csv, tmp_path):
     assert balance.parse_target("max") == "max" and balance.parse_target("300") == 300
 
 
+def test_bad_source_images_are_listed_before_anything_is_written(split_csv, tmp_path):
+    """The image gate screens every source image the plan uses: one DataError names them all
+    and the output folder is not even created (main: a worker died on the first one)."""
+    from hostile import HUGE, png_declaring
+
+    split = load_manifest(split_csv)
+    train = split[split["split"] == "train"]
+    smallest = train["label"].value_counts().idxmin()  # its images are all sources under "max"
+    sources = train.loc[train["label"] == smallest, "path"].iloc[:2].tolist()
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    damaged = split.copy()
+    for path, data in zip(sources, (b"", png_declaring(*HUGE))):
+        copy = copies / Path(path).name
+        copy.write_bytes(data)
+        damaged.loc[damaged["path"] == path, "path"] = str(copy)
+    out_dir = tmp_path / "out"
+    with pytest.raises(DataError, match="2 problem") as error:
+        balance.balance(damaged, out_dir, workers=1, progress=False)
+    message = str(error.value)
+    assert "empty file (0 bytes)" in message and "declares 50000 x 50000" in message
+    assert "nothing was written" in message and not out_dir.exists()
+
+
 def test_audit_catches_leaks(balanced_run):
     result, _ = balanced_run
     frame = load_manifest(result.manifest_path)

@@ -6,6 +6,7 @@ import time
 
 import pandas as pd
 import pytest
+from hostile import HUGE, jpeg_declaring, png_declaring
 
 from utils import cli, fileio
 from utils.data import check
@@ -65,3 +66,26 @@ def test_check_reports_every_problem_and_fails(synthetic_ham, tmp_path, capsys):
 def test_check_without_a_dataset_explains_what_it_looked_for(tmp_path, capsys):
     assert cli.main(["check", str(tmp_path)]) == 1
     assert "no known dataset layout; looked for HAM10000_metadata.csv" in capsys.readouterr().out
+
+
+def test_check_reports_a_huge_header_among_every_other_problem(synthetic_ham, tmp_path, capsys):
+    """On main, `check` died on the 50,000 x 50,000 image with DecompressionBombError, naming
+    no file and reporting nothing else."""
+    root = tmp_path / "HAM10000"
+    shutil.copytree(synthetic_ham, root, ignore=shutil.ignore_patterns("*segmentation*"))
+    ids = pd.read_csv(root / "HAM10000_metadata.csv")["image_id"]
+    files = {p.stem: p for p in root.rglob("*.jpg")}
+    files[ids[0]].write_bytes(png_declaring(*HUGE))  # a PNG under a .jpg name
+    files[ids[1]].write_bytes(jpeg_declaring(*HUGE))
+    files[ids[2]].write_bytes(b"")
+    files[ids[3]].unlink()
+    before = fileio.tree_digest(root)
+    assert cli.main(["check", str(root), "--workers", "2"]) == 1
+    output = capsys.readouterr().out
+    assert "4 problem(s):" in output
+    assert f"{ids[0]}.jpg declares 50000 x 50000 pixels" in output
+    assert f"{ids[1]}.jpg declares 50000 x 50000 pixels" in output
+    assert f"{ids[2]}.jpg: empty file (0 bytes)" in output
+    assert f"(image '{ids[3]}'): listed image has no file" in output
+    assert "valid rows: 299" in output  # the rest of the folder was checked
+    assert fileio.tree_digest(root) == before

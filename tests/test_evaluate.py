@@ -19,9 +19,13 @@ def run_dir(synthetic_ham, tmp_path_factory, make_run) -> Path:
     return make_run(tmp_path_factory.mktemp("runs"), synthetic_ham)
 
 
-def test_evaluate_run_folder_with_tta_and_calibration(run_dir, capsys):
+def test_evaluate_run_folder_with_tta_and_calibration(run_dir, synthetic_ham, capsys):
+    from utils import fileio
+
+    before = fileio.tree_digest(synthetic_ham)  # --tta reads the test images again
     code = cli.main(["evaluate", str(run_dir), "--n-boot", "200", "--tta", "--calibrate"])
     assert code == 0
+    assert fileio.tree_digest(synthetic_ham) == before
     out = capsys.readouterr().out
     assert "balanced_accuracy" in out and "ECE" in out
     result = json.loads((run_dir / "metrics.json").read_text())

@@ -4,6 +4,8 @@ and masks, mask lookup and geometry, and the per-class localisation table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pandas as pd
@@ -21,6 +23,7 @@ from utils.evaluation.gradcam import (
     localisation_scores,
     mask_path_for,
     overlay,
+    overlay_figure,
     pointing_game,
     summarise_localisation,
 )
@@ -348,3 +351,63 @@ def test_localisation_scores_over_a_table_with_masks(mobilenet, tmp_path):
 
     with pytest.raises(DataError, match="label_index"):
         localisation_scores(mobilenet, frame.drop(columns="label_index"), tmp_path)
+
+
+def test_grad_cam_skips_and_names_images_the_gate_refuses(mobilenet, tmp_path):
+    """The rest of the job goes on: refused images (and masks) are named in a warning and left
+    out; load_resized refuses them with a DataError naming the file."""
+    from hostile import HUGE, jpeg_declaring
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for number in range(3):
+        image_id = f"SYN_{number:07d}"
+        path = tmp_path / "HAM10000_images_part_1" / f"{image_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(path)
+        lesion = np.zeros((150, 200), bool)
+        lesion[40:90, 60:140] = True
+        _write_mask(
+            tmp_path / "HAM10000_segmentations_lesion" / f"{image_id}_segmentation.png", lesion
+        )
+        rows.append({"image_id": image_id, "path": str(path), "label": "mel", "label_index": 1})
+    Path(rows[1]["path"]).write_bytes(jpeg_declaring(*HUGE))
+    (tmp_path / "HAM10000_segmentations_lesion" / "SYN_0000002_segmentation.png").write_bytes(b"")
+    frame = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match="Grad-CAM skips") as caught:
+        scores = localisation_scores(mobilenet, frame, tmp_path, image_size=64)
+    assert list(scores["image_id"]) == ["SYN_0000000"]
+    text = " ".join(str(w.message) for w in caught)
+    assert "SYN_0000001.jpg declares 50000 x 50000" in text
+    assert "SYN_0000002_segmentation.png: empty file" in text
+    with pytest.raises(DataError, match="SYN_0000001.jpg declares 50000 x 50000"):
+        load_resized(rows[1]["path"], 64)
+
+
+def test_overlay_figure_shows_one_image_per_class_above_its_heatmap(mobilenet, tmp_path):
+    rng = np.random.default_rng(1)
+    rows = []
+    for number, (label, index) in enumerate([("mel", 1), ("bcc", 0), ("mel", 1), ("nv", 2)]):
+        image_id = f"SYN_{number:07d}"
+        path = tmp_path / "HAM10000_images_part_1" / f"{image_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)).save(path)
+        if label != "nv":  # one image without a mask: drawn without an outline
+            lesion = np.zeros((150, 200), bool)
+            lesion[40:110, 60:140] = True
+            _write_mask(
+                tmp_path / "HAM10000_segmentations_lesion" / f"{image_id}_segmentation.png",
+                lesion,
+            )
+        rows.append({"image_id": image_id, "path": str(path), "label": label, "label_index": index})
+    figure = overlay_figure(mobilenet, pd.DataFrame(rows), ["bcc", "mel", "nv"], 64,
+                            mask_root=tmp_path)
+    assert len(figure.axes) == 6  # classes bcc, mel, nv: image above, heatmap below
+    tops, bottoms = figure.axes[0::2], figure.axes[1::2]  # created column by column
+    assert [a.get_title().split(" ->")[0] for a in tops] == ["bcc", "mel", "nv"]
+    assert [len(a.collections) > 0 for a in tops] == [True, True, False]  # mask outlines
+    image = load_resized(rows[0]["path"], 64, "crop")  # the first mel row is the one shown
+    expected = overlay(image, gradcam(mobilenet, image))
+    np.testing.assert_array_equal(bottoms[1].images[0].get_array(), expected)
+    with pytest.raises(DataError, match="no rows"):
+        overlay_figure(mobilenet, pd.DataFrame(rows).iloc[:0], ["bcc", "mel", "nv"], 64)

@@ -18,6 +18,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from keras.src.utils import file_utils
 
 from utils import paths
+from utils.errors import ModelFileError
 from utils.training.backbones import get_backbone, list_backbones
 from utils.training.models import (
     FROM_SCRATCH_BN_MOMENTUM,
@@ -235,6 +236,51 @@ def test_save_and_safe_load_predict_the_same(name, tmp_path):
     assert bool(_batchnorms(loaded)) == (name != "VGG16")
     with pytest.raises(FileNotFoundError, match="missing.keras"):
         load_model(tmp_path / "missing.keras")
+
+
+def test_a_lambda_model_is_refused_naming_the_file_and_nothing_of_it_runs(tmp_path):
+    """main: a 35-line traceback advising safe_mode=False, the file not named."""
+    marker = tmp_path / "code-ran"
+    where = str(marker)
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda x: (open(where, "w").close(), x)[1])(inputs)
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+    marker.unlink()  # building the model called the lambda once; loading must not
+    with pytest.raises(ModelFileError) as error:
+        load_model(tmp_path / "lambda.keras")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'lambda.keras'}: refused")
+    assert "safe_mode=False" not in message and "\n" not in message
+    assert not marker.exists()
+    # control: the marker does catch the file's code running when safe mode is off
+    keras.saving.load_model(tmp_path / "lambda.keras", safe_mode=False)
+    assert marker.exists()
+
+
+def test_truncated_or_foreign_model_files_are_named(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.save(tmp_path / "model.keras")
+    data = (tmp_path / "model.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.keras").write_text("hello")
+    (tmp_path / "text.h5").write_text("hello")
+    for name in ("cut.keras", "text.keras", "text.h5"):
+        with pytest.raises(ModelFileError, match=f"{tmp_path / name}: "):
+            load_model(tmp_path / name)
+
+
+def test_weights_of_another_architecture_are_named(tmp_path):
+    weights = tmp_path / "mobilenetv2_notop.weights.h5"
+    build_backbone("mobilenetv2", image_size=32).save_weights(str(weights))
+    with pytest.raises(ModelFileError) as error:
+        build_classifier("VGG16", NUM_CLASSES, weights=weights, image_size=32)
+    message = str(error.value)
+    assert message.startswith(f"{weights}: is not a no-top weights file of VGG16 at 32 px")
+    assert "\n" not in message
+    truncated = tmp_path / "cut.weights.h5"
+    truncated.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="cut.weights.h5: is not a no-top weights file"):
+        build_classifier("MobileNetV2", NUM_CLASSES, weights=truncated, image_size=32)
 
 
 def test_torch_preprocessing_survives_a_safe_save_and_load(tmp_path):

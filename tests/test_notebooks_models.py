@@ -85,4 +85,12 @@ def test_readme_smoke_command_runs_in_about_a_minute(tmp_path):
     for written in (run_dir, Path(config["data_dir"])):
         assert written.is_relative_to(tmp_path), f"{written} is not in the temporary folder"
     assert (run_dir / "model.keras").is_file() and (run_dir / "predictions_test.csv").is_file()
+    # per-class results with CIs, TensorBoard's place, and the figures (curves, confusion, CAM)
+    shown = text + "".join(o.get("data", {}).get("text/plain", "") for c in executed.cells
+                           for o in c.get("outputs", []))
+    for expected in ("precision", "recall", "specificity", "f1", "tensorboard --logdir"):
+        assert expected in shown, expected
+    figures = sum("image/png" in o.get("data", {}) for c in executed.cells
+                  for o in c.get("outputs", []))
+    assert figures >= 3, f"{figures} figures (training curves, confusion matrix, Grad-CAM)"
     assert elapsed < SMOKE_LIMIT_S, f"smoke run took {elapsed:.0f} s (README: about a minute)"

@@ -190,3 +190,27 @@ def test_online_augment_with_element_seeds_is_reproducible(tmp_path):
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert not np.array_equal(first[0], first[1])
+
+
+def test_the_gate_refuses_bad_files_before_tf_decodes_them(tmp_path):
+    """main: TF's decoder decoded a 50,000 x 50,000 JPEG header as a grey canvas (training on
+    it) and stopped mid-epoch on a truncated file; now one DataError lists every bad file."""
+    from hostile import HUGE, jpeg_declaring
+
+    from utils.errors import DataError
+
+    good = [_write(tmp_path / f"{i}.jpg", _stripes(30, 20)) for i in range(3)]
+    (tmp_path / "huge.jpg").write_bytes(jpeg_declaring(*HUGE))
+    data = Path(good[0]).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.jpg").write_text("not an image")
+    files = good + [str(tmp_path / n) for n in ("huge.jpg", "cut.jpg", "text.jpg")]
+    frame = _frame(files, [0, 1, 0, 1, 0, 1])
+    with pytest.raises(DataError, match="3 problem") as error:
+        pipeline.make_dataset(frame, 16, 2, True, 2)
+    message = str(error.value)
+    assert "huge.jpg declares 50000 x 50000" in message
+    assert "cut.jpg is truncated" in message and "text.jpg is not a readable image" in message
+    batch = next(pipeline.make_dataset(_frame(good, [0, 1, 0]), 16, 3, False, 2)
+                 .as_numpy_iterator())
+    assert batch[0].shape == (3, 16, 16, 3)

@@ -92,3 +92,18 @@ def test_errors_are_clear(tmp_path, image_folder):
         predict.predict_path(model_path, only_text)
     with pytest.raises(DataError, match="no such image"):
         predict.predict_path(model_path, tmp_path / "missing")
+
+
+def test_huge_headers_are_skipped_and_named_not_predicted(tmp_path, image_folder, capsys):
+    """main skipped the PNG but *predicted* the 50,000 x 50,000 JPEG (a grey canvas)."""
+    from hostile import HUGE, jpeg_declaring, png_declaring
+
+    (image_folder / "huge.jpg").write_bytes(jpeg_declaring(*HUGE))
+    (image_folder / "huge_png.jpg").write_bytes(png_declaring(*HUGE))
+    model_path = tmp_path / "model.keras"
+    tiny_model(model_path, datasets.HAM10000.num_classes)
+    frame = predict.predict_path(model_path, image_folder, dataset="ham10000")
+    err = capsys.readouterr().err
+    assert frame["image_id"].tolist() == ["a", "b", "c"]
+    assert "skipped" in err and "huge.jpg declares 50000 x 50000 pixels" in err
+    assert "huge_png.jpg declares 50000 x 50000 pixels" in err

@@ -274,3 +274,118 @@ def test_synthetic_ham_reads_as_ham10000(synthetic_ham):
     table = readers.read_table(synthetic_ham)
     check_contract(table, HAM10000)
     assert len(table) == 300 and set(table["label"]) == set(HAM10000.classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# empty and degenerate tables: one DataError naming the file and what to do (main: KeyError
+# 'image_id' or "0 rows, no problems")
+
+
+def _keep_header(path: Path) -> None:
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
+def _ham_tab(root: Path) -> Path:
+    make_ham(root)
+    csv = root / "HAM10000_metadata.csv"
+    (root / "HAM10000_metadata").write_text(csv.read_text().replace(",", "\t"))
+    csv.unlink()
+    return root / "HAM10000_metadata"
+
+
+def _degenerate(kind: str, root: Path) -> tuple[Path, str]:
+    """Build one degenerate layout; returns (the file the error must name, what it must say)."""
+    ham_images = ("HAM10000_images_part_1", "HAM10000_images_part_2")
+    if kind == "ham header only":
+        make_ham(root)
+        _keep_header(root / "HAM10000_metadata.csv")
+        return root / "HAM10000_metadata.csv", "has a header but no rows"
+    if kind == "ham tab header only":
+        path = _ham_tab(root)
+        _keep_header(path)
+        return path, "has a header but no rows"
+    if kind == "ham 0 bytes":
+        make_ham(root)
+        (root / "HAM10000_metadata.csv").write_bytes(b"")
+        return root / "HAM10000_metadata.csv", "empty file"
+    if kind == "ham images not unzipped":
+        make_ham(root)
+        for folder in ham_images:
+            shutil.rmtree(root / folder)
+        return root / "HAM10000_metadata.csv", "the images are not there yet"
+    if kind == "ham every row invalid":
+        make_ham(root, rows=[(lesion, image, "melanoma") for lesion, image, _ in HAM_ROWS])
+        return root / "HAM10000_metadata.csv", "no usable row"
+    if kind == "isic2019 header only":
+        make_isic2019(root, ISIC_ROWS)
+        _keep_header(root / readers.ISIC2019_GROUND_TRUTH)
+        return root / readers.ISIC2019_GROUND_TRUTH, "has a header but no rows"
+    if kind == "isic2019 images not unzipped":
+        make_isic2019(root, ISIC_ROWS)
+        for image in (root / readers.ISIC2019_INPUT).glob("*.jpg"):
+            image.unlink()
+        return root / readers.ISIC2019_GROUND_TRUTH, "the images are not there yet"
+    if kind == "isic2019 every one-hot row invalid":
+        make_isic2019(root, ISIC_ROWS)
+        truth = pd.read_csv(root / readers.ISIC2019_GROUND_TRUTH)
+        truth.iloc[:, 1:] = 0.0
+        truth.to_csv(root / readers.ISIC2019_GROUND_TRUTH, index=False)
+        return root / readers.ISIC2019_GROUND_TRUTH, "no usable row"
+    if kind == "isic2018 header only":
+        make_isic2018(root)
+        _keep_header(root / "ISIC2018_Task3_Test_GroundTruth.csv")
+        return root / "ISIC2018_Task3_Test_GroundTruth.csv", "has a header but no rows"
+    if kind == "isic2018 images not unzipped":
+        make_isic2018(root)
+        shutil.rmtree(root / "ISIC2018_Task3_Test_Input")
+        return root / "ISIC2018_Task3_Test_GroundTruth.csv", "the images are not there yet"
+    raise AssertionError(kind)
+
+
+DEGENERATE = ["ham header only", "ham tab header only", "ham 0 bytes", "ham images not unzipped",
+              "ham every row invalid", "isic2019 header only", "isic2019 images not unzipped",
+              "isic2019 every one-hot row invalid", "isic2018 header only",
+              "isic2018 images not unzipped"]
+
+
+@pytest.mark.parametrize("kind", DEGENERATE)
+def test_degenerate_tables_are_one_clear_error(tmp_path, kind):
+    from utils import fileio
+    from utils.data import check
+
+    root = tmp_path / "data"
+    path, says = _degenerate(kind, root)
+    before = fileio.tree_digest(root)
+    with pytest.raises(DataError) as error:
+        readers.read_table(root)
+    message = str(error.value)
+    assert message.startswith(str(path)) and says in message, message
+    assert "download" in message or "fix the file" in message or "unzip" in message
+    problems = check.collect_problems(root)  # `check` says the same, as its one problem
+    assert len(problems) == 1 and problems[0].where == str(path) and says in problems[0].message
+    assert fileio.tree_digest(root) == before
+
+
+def test_degenerate_dermamnist_manifest_and_predictions_files(tmp_path):
+    from utils.data.manifest import load_manifest
+    from utils.scoring.predictions import read_predictions
+
+    (tmp_path / "dermamnist.npz").write_bytes(b"")
+    with pytest.raises(DataError, match="dermamnist.npz: not a readable .npz archive"):
+        dermamnist.load_dermamnist(tmp_path / "dermamnist.npz")
+    make_npz(tmp_path / "empty.npz", counts=(0, 0, 0))
+    with pytest.raises(DataError, match="empty.npz: holds no image"):
+        dermamnist.load_dermamnist(tmp_path / "empty.npz")
+    (tmp_path / "manifest.csv").write_bytes(b"")
+    with pytest.raises(DataError, match="manifest.csv: empty file"):
+        load_manifest(tmp_path / "manifest.csv")
+    (tmp_path / "manifest.csv").write_text("image_id,path,label,lesion_id,split\n")
+    with pytest.raises(DataError, match="manifest.csv: has a header but no rows"):
+        load_manifest(tmp_path / "manifest.csv")
+    (tmp_path / "manifest.csv").write_text("image_id,path,label,label_index,lesion_id,split\n"
+                                           "a,/x/a.jpg,mel,four,L1,train\n")
+    with pytest.raises(DataError, match="column label_index holds a value that is not"):
+        load_manifest(tmp_path / "manifest.csv")
+    (tmp_path / "predictions_test.csv").write_bytes(b"")
+    with pytest.raises(DataError, match="predictions_test.csv: empty file"):
+        read_predictions(tmp_path / "predictions_test.csv")

@@ -2,8 +2,6 @@
 split."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,20 +125,35 @@ def test_manifest_round_trip_keeps_dtypes(tmp_path):
         load_manifest(tmp_path / "plain.csv")
 
 
-def test_paper_counter_split_positions():
-    names = [f"img_{i:03d}.jpg" for i in range(1, 25)]
-    files = [f"/aug/mel/{n}" for n in reversed(names)] + [f"/aug/nv/{n}" for n in names[:13]]
+# The published notebooks' printed counts: class folder size -> (train, val, test).
+PUBLISHED_COUNTS = {6705: (5030, 1117, 558), 1113: (836, 185, 92), 1099: (825, 183, 91),
+                    514: (387, 85, 42), 327: (246, 54, 27), 115: (87, 19, 9), 142: (108, 23, 11),
+                    6011: (4510, 1001, 500)}
+
+
+@pytest.mark.parametrize("n_files", sorted(PUBLISHED_COUNTS))
+def test_paper_counter_reproduces_every_printed_count(n_files):
+    sets = splits.paper_counter(n_files)
+    counts = tuple(sets.count(name) for name in ("train", "val", "test"))
+    assert counts == PUBLISHED_COUNTS[n_files] and len(sets) == n_files
+
+
+def test_paper_counter_positions_follow_the_b_c_loop():
+    sets = splits.paper_counter(26)
+    # every 6th file to validation, the 12th to test and the 13th (b still 6) to validation
+    assert [i + 1 for i, s in enumerate(sets) if s == "val"] == [6, 13, 19, 25]
+    assert [i + 1 for i, s in enumerate(sets) if s == "test"] == [12, 24]
+
+
+def test_paper_counter_split_keeps_folder_order_and_restarts_per_class():
+    files = [f"/aug/mel/img{i}.png" for i in range(1, 14)] + [f"/aug/nv/img{i}.jpg"
+                                                             for i in range(1, 8)]
     frame = splits.paper_counter_split(files)
-    mel = frame[frame["label"] == "mel"].set_index("path")
-    by_name = {Path(p).name: s for p, s in mel["split"].items()}
-    assert [n for n in names if by_name[n] == "val"] == ["img_006.jpg", "img_018.jpg"]
-    assert [n for n in names if by_name[n] == "test"] == ["img_012.jpg", "img_024.jpg"]
-    nv = frame[frame["label"] == "nv"]  # counter restarts at 1 for every class folder
-    assert nv["paper_counter"].tolist() == list(range(1, 14))
-    assert nv["split"].tolist()[5] == "val" and nv["split"].tolist()[11] == "test"
-    assert frame["path"].tolist() == files  # input order kept
-    unsorted = splits.paper_counter_split(files, sort=False)
-    assert unsorted.loc[unsorted["path"] == "/aug/mel/img_019.jpg", "split"].item() == "val"
+    assert frame["path"].tolist() == files  # input (folder listing) order kept
+    mel, nv = frame[frame["label"] == "mel"], frame[frame["label"] == "nv"]
+    assert mel["split"].tolist() == splits.paper_counter(13)
+    assert nv["paper_counter"].tolist() == list(range(1, 8))  # restarts for every class folder
+    assert nv["split"].tolist() == splits.paper_counter(7)
 
 
 def test_paper_counter_split_leaks_lesions(synthetic_ham):

@@ -3,6 +3,7 @@ ISIC 2019 layouts, determinism, resume, the class signal and the command line.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,12 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from utils import cli, fileio
 from utils.data import synthetic
+from utils.data import synthetic_looks as looks
 from utils.data.datasets import HAM10000, ISIC2019
 from utils.errors import DataError
 
@@ -130,29 +134,119 @@ def colour_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([lesion.mean(0) - skin.mean(0), lesion.std(0), [100 * (mask > 0).mean()]])
 
 
-def test_classes_are_separable_by_simple_colour_statistics(synthetic_ham, ham_meta):
-    """A nearest-centroid classifier on 7 colour numbers, fit on half the lesions and scored on
-    the other half, is far above chance (1/7): the class signal a CNN must learn is present."""
+def nearest_centroid_balanced_accuracy(root: Path) -> float:
+    """A nearest-centroid classifier on 7 colour numbers, fit on the even lesions and scored on
+    the odd ones, then the other way round: mean balanced accuracy (chance: 1/7). A cheap proxy
+    for how hard the classes are (no network trained)."""
+    meta = pd.read_csv(root / synthetic.HAM_METADATA)
     features = np.stack(
         [
             colour_features(
-                cv2.imread(str(ham_image_path(synthetic_ham, i))),
-                cv2.imread(str(ham_mask_path(synthetic_ham, i)), 0),
+                cv2.imread(str(ham_image_path(root, i))),
+                cv2.imread(str(ham_mask_path(root, i)), 0),
             )
-            for i in ham_meta.image_id
+            for i in meta.image_id
         ]
     )
     features = (features - features.mean(0)) / features.std(0)
-    lesion_number = ham_meta.lesion_id.str[5:].astype(int).to_numpy()
-    train = lesion_number % 2 == 0
-    labels = ham_meta.dx.to_numpy()
-    centroids = {c: features[train & (labels == c)].mean(0) for c in HAM10000.classes}
-    names = list(centroids)
-    distances = np.stack([np.linalg.norm(features[~train] - centroids[c], axis=1) for c in names])
-    predicted = np.array(names)[distances.argmin(0)]
-    truth = labels[~train]
-    recalls = [np.mean(predicted[truth == c] == c) for c in HAM10000.classes if (truth == c).any()]
-    assert np.mean(recalls) > 0.6
+    lesion_number = meta.lesion_id.str[5:].astype(int).to_numpy()
+    labels = meta.dx.to_numpy()
+    scores = []
+    for parity in (0, 1):
+        train = lesion_number % 2 == parity
+        names = [c for c in HAM10000.classes if (train & (labels == c)).any()]
+        centroids = np.stack([features[train & (labels == c)].mean(0) for c in names])
+        distances = np.linalg.norm(features[~train, None] - centroids[None], axis=2)
+        predicted = np.array(names)[distances.argmin(1)]
+        truth = labels[~train]
+        scores.append(np.mean([np.mean(predicted[truth == c] == c) for c in names
+                               if (truth == c).any()]))
+    return float(np.mean(scores))
+
+
+def test_easy_classes_are_separable_by_simple_colour_statistics(synthetic_ham):
+    """The easy setting (the test fixtures): the class signal a CNN must learn is plain."""
+    assert nearest_centroid_balanced_accuracy(synthetic_ham) > 0.9
+
+
+def test_default_difficulty_stays_in_range(tmp_path: Path):
+    """The default (look-alike blending, label noise) keeps the classes learnable but not
+    separable by colour alone. The band is wide on purpose: it pins the difficulty, not a
+    value. Measured at this size when the defaults were set: 0.69 for seed 0 (0.52-0.69 over
+    seeds 0-3; easy: 0.92); at 200x150 with the quickstart's budget, MobileNetV2 reached test
+    balanced accuracy 0.82 (seed 0)."""
+    root = synthetic.generate_ham10000(
+        tmp_path / "ham", n_images=300, seed=0, image_size=(100, 75), progress=False
+    )
+    score = nearest_centroid_balanced_accuracy(root)
+    assert 0.4 < score < 0.8, score
+
+
+def test_difficulty_is_stated_in_the_folder(tmp_path: Path):
+    root = synthetic.generate_ham10000(
+        tmp_path / "ham", n_images=60, seed=1, image_size=(64, 48), workers=1, progress=False,
+        label_noise=0.3, overlap=0.5,
+    )
+    stamp = json.loads((root / synthetic.STAMP_NAME).read_text())
+    assert (stamp["label_noise"], stamp["overlap"], stamp["complete"]) == (0.3, 0.5, True)
+    table = pd.read_csv(root / looks.LOOKS_CSV, keep_default_na=False)
+    meta = pd.read_csv(root / synthetic.HAM_METADATA)
+    merged = meta.merge(table, on="image_id", validate="one_to_one")
+    assert len(merged) == 60
+    assert (merged.dx == merged.label).all() and (merged.lesion_id_x == merged.lesion_id_y).all()
+    assert (merged.noisy_label == (merged.look != merged.dx)).all()
+    assert merged.noisy_label.any() and not merged.noisy_label.all()
+    for row in merged.itertuples():
+        assert row.look == row.dx or row.look in looks.LOOK_ALIKES[row.dx]
+        assert 0 <= row.mix_weight <= 0.5
+        assert row.mix in looks.LOOK_ALIKES[row.look] if row.mix_weight > 0 else row.mix == ""
+    assert (merged.groupby("lesion_id_x")[["look", "mix", "noisy_label"]].nunique() == 1).all(
+        axis=None)
+    readme = (root / looks.README_NAME).read_text()
+    noisy = int(merged.noisy_label.sum())
+    assert "not real data" in readme and "label noise 0.30" in readme
+    assert f"{noisy} of 60 images" in readme and "overlap 0.50" in readme
+
+
+def test_easy_setting_draws_pure_looks(synthetic_ham: Path):
+    table = pd.read_csv(synthetic_ham / looks.LOOKS_CSV, keep_default_na=False)
+    assert (table.look == table.label).all() and not table.noisy_label.any()
+    assert (table.mix == "").all() and (table.mix_weight == 0).all()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    style=st.sampled_from(sorted(looks.LOOK_ALIKES)),
+    seed=st.integers(0, 2**16),
+    index=st.integers(0, 10**6),
+    label_noise=st.floats(0, 1),
+    overlap=st.floats(0, 1),
+)
+def test_a_lesion_look_follows_its_settings(style, seed, index, label_noise, overlap):
+    look = looks.lesion_look(style, seed, index, label_noise, overlap)
+    assert look == looks.lesion_look(style, seed, index, label_noise, overlap)  # seeded
+    assert look.noisy == (look.look != style)
+    assert look.look == style or look.look in looks.LOOK_ALIKES[style]
+    assert 0 <= look.mix_weight <= overlap
+    assert (look.mix is None) == (look.mix_weight == 0)
+    assert look.mix is None or look.mix in looks.LOOK_ALIKES[look.look]
+    if label_noise == 0:
+        assert not look.noisy
+    if overlap == 0:
+        assert look.mix is None
+
+
+def test_label_noise_rate_is_the_stated_probability():
+    noisy = [looks.lesion_look("nv", 0, i, looks.LABEL_NOISE, looks.OVERLAP).noisy
+             for i in range(4000)]
+    assert abs(np.mean(noisy) - looks.LABEL_NOISE) < 0.015
+
+
+@pytest.mark.parametrize("kwargs", [{"label_noise": -0.1}, {"overlap": 1.5}])
+def test_bad_difficulty_raises_before_writing(tmp_path: Path, kwargs):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        synthetic.generate_ham10000(tmp_path / "x", progress=False, **kwargs)
+    assert not (tmp_path / "x").exists()
 
 
 def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path: Path):
@@ -161,7 +255,7 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path: Path):
     b = synthetic.generate_ham10000(tmp_path / "b", n_images=40, seed=3, workers=1, progress=False)
     c = synthetic.generate_ham10000(tmp_path / "c", n_images=40, seed=4, workers=1, progress=False)
     digest_a = fileio.tree_digest(a)
-    assert len(digest_a) == 2 * 40 + 2  # images, masks, metadata, stamp
+    assert len(digest_a) == 2 * 40 + 4  # images, masks, metadata, stamp, looks, README
     assert digest_a == fileio.tree_digest(b)
     digest_c = fileio.tree_digest(c)
     assert digest_c.keys() == digest_a.keys()
@@ -280,7 +374,8 @@ def test_cli_help_lists_the_options():
         text=True,
         check=True,
     )
-    for option in ("--dataset", "--n-images", "--seed", "--image-size"):
+    for option in ("--dataset", "--n-images", "--seed", "--image-size", "--label-noise",
+                   "--overlap", "--easy"):
         assert option in result.stdout
 
 
@@ -301,12 +396,23 @@ def test_cli_writes_the_dataset(tmp_path: Path, capsys):
                 "64x48",
                 "--workers",
                 "1",
+                "--label-noise",
+                "0.25",
             ]
         )
         == 0
     )
     assert str(dest) in capsys.readouterr().out
     assert len(list((dest / synthetic.ISIC_INPUT).glob("*.jpg"))) == 16
+    stamp = json.loads((dest / synthetic.STAMP_NAME).read_text())
+    assert (stamp["label_noise"], stamp["overlap"]) == (0.25, looks.OVERLAP)
+    easy = tmp_path / "easy"
+    assert cli.main(["synthetic", str(easy), "--n-images", "16", "--image-size", "64x48",
+                     "--easy"]) == 0
+    assert json.loads((easy / synthetic.STAMP_NAME).read_text())["label_noise"] == 0.0
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["synthetic", str(tmp_path / "bad"), "--overlap", "2"])
+    assert exit_info.value.code == 2 and "between 0 and 1" in capsys.readouterr().err
 
 
 @pytest.mark.real_data

@@ -34,13 +34,16 @@ def _check_predictions(run_dir: Path) -> pd.DataFrame:
 
 
 def test_smoke_run_learns_and_writes_the_run_folder(synthetic_ham, tmp_path):
+    from utils import fileio
     from utils.training import models, pipeline
     from utils.training.train import train
 
     config = smoke_config("mobilenetv2", data_dir=str(synthetic_ham), epochs=8, augment="none",
                           batch_size=16, lr_schedule="constant", image_size=64,
                           run_eagerly=False)  # 8 epochs: tracing pays off
+    before = fileio.tree_digest(synthetic_ham)
     run_dir = train(config, run_dir=tmp_path / "run")
+    assert fileio.tree_digest(synthetic_ham) == before  # the data folder is only read
     assert all((run_dir / name).is_file() for name in RUN_FILES)
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["epoch"]) == list(range(8))
@@ -161,3 +164,56 @@ def test_checkpoint_metric_is_the_reported_balanced_accuracy():
     reported = metrics.evaluate_arrays(y_true, probs, ("a", "b", "c"), n_boot=0)
     assert balanced_accuracy(y_true, probs) == pytest.approx(
         reported["metrics"]["balanced_accuracy"]["value"])
+
+
+def test_nan_loss_stops_with_one_error_line_and_keeps_the_best_checkpoint(synthetic_ham, tmp_path,
+                                                                           capsys):
+    """Stage 2 with a learning rate of 1e38 diverges in its first epoch: the run stops there with
+    one `error:` line (main: trained on, and its checkpoint callbacks saw NaN weights), history
+    and the best checkpoint of stage 1 are kept, no model.keras claims a finished run."""
+    import h5py
+
+    from utils import cli
+    from utils.training import models
+
+    weights = tmp_path / "mobilenetv2_notop.weights.h5"
+    models.build_backbone("mobilenetv2", image_size=32).save_weights(str(weights))
+    run_dir = tmp_path / "run"
+    command = _train_command(synthetic_ham, run_dir, weights)[3:]
+    command[command.index("--stage2-epochs") + 1] = "1"
+    command[command.index("--steps-per-epoch") + 1] = "2"
+    code = cli.main(command + ["--stage2-lr", "1e38"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    (line,) = [text for text in err.splitlines() if text.startswith("error:")]
+    assert "error: training diverged: the loss became" in line and "in epoch 2" in line
+    assert "is kept in" in line and "--stage2-lr" in line
+    assert list(pd.read_csv(run_dir / "history.csv")["epoch"]) == [0]
+    with h5py.File(run_dir / "checkpoints" / "best.weights.h5") as handle:
+        arrays = []
+        handle.visititems(lambda name, item: arrays.append(item[()])
+                          if isinstance(item, h5py.Dataset) else None)
+    assert arrays and all(np.isfinite(a).all() for a in arrays)
+    assert not (run_dir / "model.keras").exists()
+
+
+def test_a_damaged_resume_state_stops_the_resume_with_the_way_out(tmp_path):
+    """A killed run whose BackupAndRestore file is damaged: main ended in an h5py traceback."""
+    from utils import fileio
+    from utils.errors import DataError
+    from utils.training.train import train
+
+    run_dir = tmp_path / "run"
+    backup = run_dir / "backup" / "stage0"
+    backup.mkdir(parents=True)
+    smoke_config("mobilenetv2").resolve(gpu_visible=False).save(run_dir / "config.json")
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    (backup / "training_metadata.json").write_text('{"epoch": 3}')
+    before = fileio.tree_digest(run_dir)
+    with pytest.raises(DataError) as error:
+        train(smoke_config("mobilenetv2"), run_dir=run_dir)
+    message = str(error.value)
+    assert str(backup) in message and f"Delete the folder {backup}" in message
+    assert "restart stage 0 from its first epoch" in message
+    after = fileio.tree_digest(run_dir)
+    assert after.pop(".lock") and after == before  # nothing else touched; the folder is kept

@@ -3,14 +3,28 @@
 Each command lives in the module that does the work. A module named in COMMANDS exposes
 `add_arguments(parser)` and `run(args) -> int`; modules are imported only when their command
 runs (or when `--help` lists them), so `python -m utils check` does not import TensorFlow.
+
+Every command gets the same error handling from `main`: a bad option value is an argparse usage
+error (exit status 2; give options `choices=` or a type from utils.arguments); an expected
+failure (utils.errors.UserError: bad data, a bad option value found later, an unusable model
+file, a run folder in use, a diverged run) and a file the operating system refuses (missing,
+permission denied, disk full) print one `error: ...` line and exit with status 1; Ctrl-C exits
+with status 130. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 
-from utils.errors import DataError
+from utils.errors import UserError
+
+# OSErrors that are the environment's answer about a path, not a bug of ours.
+EXPECTED_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOENT", "EACCES", "EPERM", "ENOSPC", "EROFS", "ENOTDIR",
+                                      "EISDIR", "EEXIST", "EDQUOT", "ENAMETOOLONG", "ELOOP")
+    if hasattr(errno, name))
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,9 +84,22 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser({argv[0]: COMMANDS[argv[0]]})
     else:
         parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad option: usage line and exit status 2
     try:
         return int(args._run(args) or 0)
-    except DataError as error:  # bad input: the message names the file/row and the fix
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except UserError as error:  # expected: the message names the file/value and the fix
+        return fail(str(error))
+    except OSError as error:
+        if error.errno not in EXPECTED_ERRNOS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        return fail(f"{where}{error.strerror or error}")
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume where it can", file=sys.stderr)
+        return 130
+
+
+def fail(message: str) -> int:
+    """Print one `error:` line (details, if any, indented below it); exit status 1."""
+    print(f"error: {message.strip()}", file=sys.stderr)
+    return 1

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import checked, non_negative_int, positive_int
 from utils.augmentation.transforms import (
     AugmentConfig,
     apply_augmentation,
@@ -304,10 +305,11 @@ def balance(manifest: pd.DataFrame | str | os.PathLike, out_dir: str | os.PathLi
     settings = {"seed": seed, "config": config.to_dict(), "jpeg_quality": JPEG_QUALITY,
                 "train_digest": _digest(train_ids)}
     _check_settings(out_dir, settings)
+    rows = plan_rows(frame, targets, out_dir, seed, config)
+    check_sources(frame, rows, source)  # before anything is written
     if not (out_dir / SETTINGS_NAME).is_file():
         fileio.write_json(out_dir / SETTINGS_NAME, settings)
 
-    rows = plan_rows(frame, targets, out_dir, seed, config)
     remove_partial_files(out_dir / IMAGES_DIR)
     todo = [task for task in _tasks(frame, rows) if not Path(task[1]).is_file()]
     skipped = len(rows) - len(todo)
@@ -340,6 +342,20 @@ def balance_manifest(manifest: pd.DataFrame | str | os.PathLike, out_dir: str | 
     if isinstance(manifest, pd.DataFrame):
         frame.attrs.update(manifest.attrs)
     return frame
+
+
+def check_sources(frame: pd.DataFrame, rows: pd.DataFrame, source: str) -> None:
+    """One DataError listing every source image of the plan that the image gate refuses."""
+    from utils.data import images, validation
+
+    if not len(rows):
+        return
+    paths_of = frame.set_index("image_id")["path"]
+    used = sorted({str(paths_of[s]) for s in rows["source_image_id"]})
+    _, problems = images.screen(used, progress=False)
+    validation.raise_problems(
+        problems, f"the training images of {source} to augment",
+        "Restore these files, or remove their rows and split again; nothing was written.")
 
 
 def _tasks(frame: pd.DataFrame, rows: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -432,13 +448,14 @@ def class_counts(frame: pd.DataFrame) -> pd.DataFrame:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", help="split manifest CSV (from `python -m utils split`)")
     parser.add_argument("out_dir", help="output folder, e.g. data/processed/ham10000-balanced")
-    parser.add_argument("--target", default="max", type=parse_target,
+    parser.add_argument("--target", default="max", type=checked(parse_target, "target"),
                         help="max (match the largest training class), N, or cls=N,cls=N "
                              "(default max)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--image-size", type=positive_int, default=None,
                         help="resize so the shorter side has this many pixels before augmenting")
-    parser.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    parser.add_argument("--workers", type=positive_int, default=None,
+                        help="threads (default: all cores)")
     parser.add_argument("--colour-constancy", action="store_true",
                         help="apply Shades of Gray (p=6) before augmenting")
 

@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from skimage import exposure
 
+from utils.data import images
+
 Image = np.ndarray  # uint8, HxWx3, RGB
 Applied = list[dict[str, Any]]  # [{"name": ..., <parameters>}, ...] in application order
 
@@ -102,14 +104,9 @@ def check_image(image: np.ndarray) -> Image:
 
 
 def read_rgb(path: str | os.PathLike) -> Image:
-    """Read an image file as uint8 HxWx3 RGB; raises DataError naming the file if unreadable."""
-    from utils.errors import DataError
-
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"{path}: cannot read this image (missing or corrupt); fix the file or "
-                        "remove its row from the manifest")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """Read an image file as uint8 HxWx3 RGB through the image gate (utils.data.images:
+    any format a user has); raises DataError naming the file if it is refused or unreadable."""
+    return images.read_rgb(path)
 
 
 # --- deterministic pixel operations -------------------------------------------------------------

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from utils import paths
-from utils.data import readers, validation
+from utils.arguments import checked, positive_int
+from utils.data import images, readers
 from utils.data.validation import Problem
 from utils.errors import DataError
 
@@ -49,16 +50,24 @@ def inspect_dataset(
     try:
         table, problems = readers.scan_table(root, dataset)
     except DataError as error:
-        message = str(error).removeprefix(f"{root.resolve()}: ").removeprefix(f"{root}: ")
-        return CheckReport(root, None, [Problem("layout", str(root), message)],
+        return CheckReport(root, None, [layout_problem(root, str(error))],
                            seconds=time.perf_counter() - start)
     sizes: Counter = Counter()
     if decode:
-        image_sizes, image_problems = validation.inspect_images(
+        image_sizes, image_problems = images.inspect_images(
             table["path"].tolist(), workers, progress)
         problems = problems + image_problems
         sizes.update(size for size in image_sizes if size is not None)
     return CheckReport(root, table, problems, sizes, decode, time.perf_counter() - start)
+
+
+def layout_problem(root: Path, message: str) -> Problem:
+    """The one problem of a folder no table can be built from, located at the file the
+    message names (or the folder)."""
+    where, separator, rest = message.partition(": ")
+    inside = where.startswith((str(root), str(root.resolve()))) and "\n" not in where
+    return Problem("layout", where, rest) if separator and inside else \
+        Problem("layout", str(root), message)
 
 
 def collect_problems(
@@ -115,10 +124,10 @@ def format_report(report: CheckReport) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, help="dataset folder (or DermaMNIST .npz)")
-    parser.add_argument("--dataset", default=None,
+    parser.add_argument("--dataset", default=None, type=checked(readers.dataset_key, "dataset"),
                         help="layout: ham10000, isic2019, isic2018 (test), "
                              "isic2018_task3_validation, dermamnist (default: detected)")
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads")
+    parser.add_argument("--workers", type=positive_int, default=None, help="decoding threads")
     parser.add_argument("--no-decode", action="store_true",
                         help="metadata and file checks only (skip decoding every image)")
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterable, Mapping
 
+from utils.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -236,7 +238,7 @@ def get_dataset(name: str) -> DatasetInfo:
     for info in DATASETS.values():
         if info.name.replace("_", "") == key:
             return info
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    raise ConfigError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
 
 
 # ---------------------------------------------------------------------------------------------

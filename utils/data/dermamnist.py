@@ -3,6 +3,7 @@ images once as files, since the rest of the repository reads image files."""
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,28 @@ def load_dermamnist(npz: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.nd
         raise DataError(f"{npz}: DermaMNIST file not found; download dermamnist.npz (or "
                         "dermamnist_64/_128/_224.npz) with `python -m utils download dermamnist`.")
     out = {}
-    with np.load(npz, allow_pickle=False) as archive:
-        for split in DERMAMNIST_SPLITS:
-            keys = (f"{split}_images", f"{split}_labels")
-            missing = [key for key in keys if key not in archive.files]
-            if missing:
-                raise DataError(f"{npz.name}: missing array(s) {', '.join(missing)}; found "
-                                f"{', '.join(archive.files)}. Use the MedMNIST file as "
-                                "distributed.")
-            images, labels = archive[keys[0]], archive[keys[1]].reshape(-1).astype(np.int64)
-            out[split] = (_as_nhwc(images, npz.name, split), labels)
-            _check_dermamnist_labels(labels, len(out[split][0]), npz.name, split)
+    try:
+        with np.load(npz, allow_pickle=False) as archive:
+            for split in DERMAMNIST_SPLITS:
+                keys = (f"{split}_images", f"{split}_labels")
+                missing = [key for key in keys if key not in archive.files]
+                if missing:
+                    raise DataError(f"{npz.name}: missing array(s) {', '.join(missing)}; found "
+                                    f"{', '.join(archive.files)}. Use the MedMNIST file as "
+                                    "distributed.")
+                images = archive[keys[0]]
+                labels = archive[keys[1]].reshape(-1).astype(np.int64)
+                out[split] = (_as_nhwc(images, npz.name, split), labels)
+                _check_dermamnist_labels(labels, len(out[split][0]), npz.name, split)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"{npz}: not a readable .npz archive ({reason}); download it again "
+                        "(`python -m utils download dermamnist`)") from None
+    if not sum(len(labels) for _, labels in out.values()):
+        raise DataError(f"{npz}: holds no image; download it again "
+                        "(`python -m utils download dermamnist`)")
     return out
 
 

@@ -21,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from utils import fileio, paths
+from utils.arguments import non_negative_int
+from utils.arguments import url as url_argument
 from utils.data.datasets import (
     DATAVERSE_SERVER,
     DERMAMNIST,
@@ -304,16 +306,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ham10000: also the lesion segmentation masks (Tschandl)")
     parser.add_argument("--no-test-set", dest="test_set", action="store_false",
                         help="ham10000: skip the ISIC 2018 Task 3 test images and ground truth")
-    parser.add_argument("--server", default=None,
+    parser.add_argument("--server", default=None, type=url_argument,
                         help=f"ham10000: Dataverse server (default ${DATAVERSE_ENV_VAR} or "
                              f"{DATAVERSE_SERVER})")
-    parser.add_argument("--mirror", default=None,
+    parser.add_argument("--mirror", default=None, type=url_argument,
                         help="isic*/dermamnist: base URL serving the official paths")
     parser.add_argument("--refresh", action="store_true",
                         help="ham10000: fetch the Dataverse file list again (not the cached)")
     parser.add_argument("--delete-archives", action="store_true",
                         help="delete each zip after verified extraction")
-    parser.add_argument("--retries", type=int, default=3, help="resume attempts per file")
+    parser.add_argument("--retries", type=non_negative_int, default=3,
+                        help="resume attempts per file")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bars")
 

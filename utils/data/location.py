@@ -11,9 +11,12 @@ SYNTHETIC_LAYOUTS = {"ham10000": "HAM10000", "synthetic": "HAM10000", "isic2019"
 
 
 def synthetic_folder(dataset: str, n_images: int, seed: int) -> Path:
-    """The folder of the synthetic default for a dataset layout, size and seed."""
+    """The folder of the synthetic default for a dataset layout, size and seed (named with the
+    generator version: a folder written by an older generator is left alone, not reused)."""
+    from utils.data.synthetic import GENERATOR_VERSION
+
     layout = SYNTHETIC_LAYOUTS.get(dataset, "HAM10000")
-    return paths.synthetic_dir() / f"{layout}-n{n_images}-seed{seed}"
+    return paths.synthetic_dir() / f"{layout}-n{n_images}-seed{seed}-v{GENERATOR_VERSION}"
 
 
 def dataset_folder(data_dir: str | os.PathLike | None, dataset: str = "synthetic",

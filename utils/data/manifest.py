@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio
+from utils.data.table import infer_numbers
 from utils.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -43,23 +44,36 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found; write it with `python -m utils split`")
-    header = pd.read_csv(path, nrows=0).columns
-    missing = [c for c in ("image_id", "path", "label", "split") if c not in header]
+    again = "write it again with `python -m utils split`"
+    try:  # every value as text: numbers are parsed by table.infer_numbers, never pandas' C parser
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (0 bytes); {again}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        raise DataError(f"{path}: cannot be parsed as a manifest ({_short(error)}); "
+                        f"{again}") from None
+    missing = [c for c in ("image_id", "path", "label", "split") if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: not a split manifest (missing column(s) {', '.join(missing)})")
-    strings = [c for c in header if c in STRING_COLUMNS]
-    frame = pd.read_csv(
-        path, dtype={c: str for c in strings}, keep_default_na=False,
-        na_values={c: [""] for c in header if c not in strings},
-    )
+        raise DataError(f"{path}: not a split manifest (missing column(s) "
+                        f"{', '.join(missing)}); {again}")
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no rows; {again}")
+    if not isinstance(frame.index, pd.RangeIndex):  # rows longer than the header
+        raise DataError(f"{path}: its rows have more fields than its header; {again}")
+    for column in frame.columns:
+        if column not in STRING_COLUMNS:
+            frame[column] = infer_numbers(frame[column])
     for column in NULLABLE_STRING_COLUMNS:
         if column in frame:
             frame[column] = frame[column].astype(object).where(frame[column] != "", np.nan)
-    for column in ("label_index", "fold"):
+    for column, kind in (("label_index", np.int64), ("fold", np.int64), ("age", float)):
         if column in frame:
-            frame[column] = frame[column].astype(np.int64)
-    if "age" in frame:
-        frame["age"] = frame["age"].astype(float)
+            try:
+                frame[column] = frame[column].astype(kind)
+            except (ValueError, TypeError, OverflowError):
+                raise DataError(f"{path}: column {column} holds a value that is not a "
+                                f"{'number' if kind is float else 'whole number'}; "
+                                f"{again}") from None
     if "augmented" in frame:
         frame["augmented"] = frame["augmented"].astype(str).str.lower().eq("true")
     if "dataset" in frame and frame["dataset"].nunique() == 1:
@@ -71,6 +85,10 @@ def load_manifest(path: str | os.PathLike) -> pd.DataFrame:
                         f"{', '.join(SPLITS)}")
     frame.attrs["source"] = str(path)
     return frame
+
+
+def _short(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 def augmented_mask(frame: pd.DataFrame) -> pd.Series:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,9 @@ from utils.data.datasets import (
     ISIC2019_METADATA,
     DatasetInfo,
 )
-from utils.data.table import clean_values, finish_table
+from utils.data.table import clean_values, finish_table, parse_numbers
 from utils.data.validation import Problem
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 HAM_COLUMNS = ("lesion_id", "image_id", "dx")
@@ -55,12 +55,42 @@ def _read_text_table(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False,
                             encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: empty file; download it again") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be parsed as a table ({error}); use the file as "
+        raise DataError(f"{path}: empty file (no header, no rows); download it again") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"{path}: cannot be parsed as a table ({reason}); use the file as "
                         "distributed") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas took a first column as the index
+        raise DataError(f"{path}: its rows have more fields than its header "
+                        f"({len(frame.columns)} columns); use the file as distributed")
     frame.columns = [str(column).strip() for column in frame.columns]
-    return frame.apply(lambda column: column.str.strip())
+    return frame.fillna("").astype(str).apply(lambda column: column.str.strip())
+
+
+def _require_rows(frame: pd.DataFrame, path: Path) -> None:
+    """A table with a header and no row is an error, not an empty dataset."""
+    if len(frame) == 0:
+        raise DataError(f"{path}: has a header but no rows (an incomplete download or a "
+                        "truncated copy); download it again or restore the file as distributed")
+
+
+def _require_usable(kept: pd.DataFrame, problems: list[Problem], n_rows: int, path: Path,
+                    folders: list[Path], found_any: bool) -> None:
+    """Every listed image missing, or every row invalid: one error saying what to do."""
+    if len(kept):
+        return
+    if not found_any:
+        searched = ", ".join(str(folder) for folder in folders)
+        raise DataError(
+            f"{path}: none of its {n_rows} listed image(s) has a file (no .jpg/.jpeg/.png under "
+            f"{searched}): the images are not there yet. Download and unzip the image archives "
+            f"into {path.parent} (see data/README.md), or point at the folder that holds them")
+    listed = "\n  ".join(str(problem) for problem in problems[:validation.MAX_LISTED])
+    more = len(problems) - validation.MAX_LISTED
+    raise DataError(
+        f"{path}: no usable row: every one of its {n_rows} row(s) has a problem; fix the file "
+        "or use it as distributed. First problems:\n  " + listed
+        + (f"\n  ... and {more} more" if more > 0 else ""))
 
 
 def index_images(folders: list[Path]) -> dict[str, str]:
@@ -96,15 +126,18 @@ def _describe(folders: list[Path]) -> str:
 
 
 def _scan_rows(
-    rows: pd.DataFrame, info: DatasetInfo, source: str, root: Path, folders: list[Path]
+    rows: pd.DataFrame, info: DatasetInfo, path: Path, root: Path, folders: list[Path],
+    n_rows: int, earlier: Sequence[Problem] = (),
 ) -> tuple[pd.DataFrame, list[Problem]]:
     """Shared checks on rows holding image_id and label: ids, duplicates, labels, files.
 
-    `rows.index` holds each row's 0-based position in `source` (for line numbers). Rows with a
-    problem are dropped from the returned frame; the problems name them."""
+    `rows.index` holds each row's 0-based position in the table file `path` (for line numbers;
+    `n_rows` rows in all, `earlier` the problems found before). Rows with a problem are dropped
+    from the returned frame; the problems name them. DataError when no row is usable."""
+    source = path.name
     ids, labels, positions = rows["image_id"].tolist(), rows["label"].tolist(), rows.index.tolist()
     found = index_images(folders)
-    problems = (
+    problems = list(earlier) + (
         validation.check_image_ids(ids, source, positions)
         + validation.check_duplicates(ids, source, positions)
         + validation.check_labels(labels, ids, info.classes, source, positions)
@@ -119,8 +152,11 @@ def _scan_rows(
     kept = rows.iloc[keep].copy()
     kept["path"] = [found[image_id] for image_id in kept["image_id"]]
     problems += validation.check_inside(kept["path"].tolist(), root, source, kept.index.tolist())
-    kept = kept[[validation.is_inside(path, root) for path in kept["path"]]]
-    return kept, validation.sort_problems(problems)
+    inside = np.array([validation.is_inside(path, root) for path in kept["path"]], dtype=bool)
+    kept = kept.loc[inside]  # a boolean array: an empty one selects zero rows, not zero columns
+    problems = validation.sort_problems(problems)
+    _require_usable(kept, problems, n_rows, path, folders, bool(found))
+    return kept, problems
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,6 +181,7 @@ def scan_ham10000(root: str | os.PathLike) -> tuple[pd.DataFrame, list[Problem]]
                         "ham10000) or point at the folder that holds it.")
     frame = _read_text_table(metadata)
     validation.require_columns(frame.columns, HAM_COLUMNS, metadata.name)
+    _require_rows(frame, metadata)
     rows = pd.DataFrame({
         "image_id": frame["image_id"],
         "label": frame["dx"].str.lower(),
@@ -156,7 +193,7 @@ def scan_ham10000(root: str | os.PathLike) -> tuple[pd.DataFrame, list[Problem]]
     if "dx_type" in frame:
         rows["dx_type"] = frame["dx_type"]
     folders = _image_folders(root, (HAM_IMAGE_PREFIX,))
-    kept, problems = _scan_rows(rows, datasets.HAM10000, metadata.name, root, folders)
+    kept, problems = _scan_rows(rows, datasets.HAM10000, metadata, root, folders, len(frame))
     return finish_table(kept, datasets.HAM10000, source=str(metadata)), problems
 
 
@@ -182,6 +219,7 @@ def scan_isic2019(root: str | os.PathLike) -> tuple[pd.DataFrame, list[Problem]]
     one_hot_columns = datasets.ISIC2019.classes + datasets.ISIC2019_EXTRA_CLASSES
     validation.require_columns(truth.columns, ("image",) + datasets.ISIC2019.classes,
                                truth_path.name)
+    _require_rows(truth, truth_path)
     columns = tuple(c for c in one_hot_columns if c in truth.columns)
     labels, problems = validation.one_hot_labels(truth, columns, truth_path.name)
     rows = pd.DataFrame({"image_id": truth["image"], "label": labels})
@@ -190,8 +228,8 @@ def scan_isic2019(root: str | os.PathLike) -> tuple[pd.DataFrame, list[Problem]]
     rows = _merge_isic2019_metadata(rows, root / ISIC2019_METADATA)
     rows = rows[rows["label"].notna()]  # one-hot problems are reported already
     folders = _image_folders(root, (ISIC2019_INPUT,))
-    kept, row_problems = _scan_rows(rows, datasets.ISIC2019, truth_path.name, root, folders)
-    problems = validation.sort_problems(problems + row_problems)
+    kept, problems = _scan_rows(rows, datasets.ISIC2019, truth_path, root, folders, len(truth),
+                                problems)
     return finish_table(kept, datasets.ISIC2019, source=str(truth_path)), problems
 
 
@@ -210,7 +248,7 @@ def _merge_isic2019_metadata(rows: pd.DataFrame, path: Path) -> pd.DataFrame:
         lesion = aligned["lesion_id"].fillna("").to_numpy(dtype=object)
         rows["lesion_id"] = np.where(lesion == "", rows["image_id"].to_numpy(dtype=object), lesion)
     if "age_approx" in aligned:
-        rows["age"] = pd.to_numeric(aligned["age_approx"], errors="coerce").to_numpy()
+        rows["age"] = parse_numbers(aligned["age_approx"])
     if "sex" in aligned:
         rows["sex"] = clean_values(aligned["sex"]).to_numpy(dtype=object)
     if "anatom_site_general" in aligned:
@@ -232,7 +270,7 @@ def read_isic2019(root: str | os.PathLike) -> pd.DataFrame:
 def isic2018_ground_truth(root: Path, subset: str) -> Path:
     key = subset.lower()
     if key not in ISIC2018_TASK3_SUBSETS:
-        raise ValueError(f"unknown ISIC 2018 Task 3 subset {subset!r}; use one of "
+        raise ConfigError(f"unknown ISIC 2018 Task 3 subset {subset!r}; use one of "
                          f"{', '.join(ISIC2018_TASK3_SUBSETS)}")
     return root / ISIC2018_TASK3_GROUND_TRUTH.format(subset=ISIC2018_TASK3_SUBSETS[key])
 
@@ -253,6 +291,7 @@ def scan_isic2018_test(
     truth = _read_text_table(truth_path)
     columns = datasets.ISIC2018_TASK3_COLUMNS
     validation.require_columns(truth.columns, ("image",) + columns, truth_path.name)
+    _require_rows(truth, truth_path)
     labels, problems = validation.one_hot_labels(truth, columns, truth_path.name)
     positions = [i for i, label in enumerate(labels) if label is not None]
     rows = pd.DataFrame({
@@ -263,9 +302,8 @@ def scan_isic2018_test(
         rows["image_id"], np.nan, np.nan, np.nan)
     subset_name = ISIC2018_TASK3_SUBSETS[subset.lower()]
     folders = _image_folders(root, (ISIC2018_TASK3_INPUT.format(subset=subset_name),))
-    kept, row_problems = _scan_rows(rows, datasets.ISIC2018_TASK3, truth_path.name, root,
-                                    folders)
-    problems = validation.sort_problems(problems + row_problems)
+    kept, problems = _scan_rows(rows, datasets.ISIC2018_TASK3, truth_path, root, folders,
+                                len(truth), problems)
     table = finish_table(
         kept, datasets.ISIC2018_TASK3, source=str(truth_path), subset=subset.lower()
     )
@@ -334,7 +372,7 @@ def dataset_key(name: str) -> str:
     for known in (*SCANNERS, "dermamnist"):
         if known.replace("_", "") == compact:
             return known
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join((*SCANNERS, 'dermamnist'))}")
+    raise ConfigError(f"unknown dataset {name!r}; known: {', '.join((*SCANNERS, 'dermamnist'))}")
 
 
 def detect_layout(root: str | os.PathLike) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,9 +23,10 @@ import numpy as np
 import pandas as pd
 
 from utils import paths
+from utils.arguments import Fractions, checked, non_negative_int, positive_int
 from utils.data import datasets
 from utils.data.manifest import SPLITS, save_manifest
-from utils.errors import DataError
+from utils.errors import ConfigError, DataError
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
@@ -74,7 +74,7 @@ def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     values = np.asarray(fractions, dtype=float)
     if values.shape != (3,) or (values < 0).any() or not np.isclose(values.sum(), 1.0) \
             or values[0] <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers (train, val, test) "
+        raise ConfigError(f"fractions must be three non-negative numbers (train, val, test) "
                          f"summing to 1 with train > 0, got {list(fractions)}")
     return values
 
@@ -103,14 +103,20 @@ def _allocate_class(
 
 
 def lesion_split(
-    table: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0
+    table: pd.DataFrame, fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
+    group_by: str = "lesion_id",
 ) -> pd.DataFrame:
     """The table with a `split` column: lesion-grouped, every class in every set, about
     `fractions` of each class's images per set. Deterministic for a seed, whatever the row order.
 
+    group_by: the column whose values are kept together (default lesion_id; e.g.
+    "duplicate_group" from utils.data.duplicates also joins lesions with near-identical images).
     Raises DataError naming the class when it has fewer lesions than sets to fill."""
     values = _check_fractions(fractions)
-    lesions = lesion_labels(table)
+    if group_by not in table:
+        raise DataError(f"table has no {group_by!r} column to group the split by")
+    units = table.assign(lesion_id=table[group_by].astype(str))
+    lesions = lesion_labels(units)
     needed = int((values > 0).sum())
     where: dict[str, str] = {}
     for label, stream in _class_streams(table):
@@ -128,8 +134,9 @@ def lesion_split(
         sets = _allocate_class(members["n_images"].to_numpy(), values, rng)
         where.update(zip(members["lesion_id"], (SPLITS[s] for s in sets)))
     out = table.copy()
-    out["split"] = table["lesion_id"].map(where).to_numpy(dtype=object)
-    out.attrs = dict(table.attrs, protocol="lesion", seed=seed, fractions=list(values))
+    out["split"] = units["lesion_id"].map(where).to_numpy(dtype=object)
+    out.attrs = dict(table.attrs, protocol="lesion", seed=seed, fractions=list(values),
+                     group_by=group_by)
     return out
 
 
@@ -149,7 +156,7 @@ def lesion_kfold(
     "test", fold -1); every other row has split "train" -- `fold_view(manifest, f)` turns fold f
     into "val"."""
     if k < 2:
-        raise ValueError(f"k must be at least 2, got {k}")
+        raise ConfigError(f"k must be at least 2, got {k}")
     if test_fraction > 0:
         base = lesion_split(table, (1.0 - test_fraction, 0.0, test_fraction), seed)
     else:
@@ -191,39 +198,54 @@ def fold_view(manifest: pd.DataFrame, fold: int) -> pd.DataFrame:
 # the published protocol (leaks: audit only)
 
 
-def paper_counter_split(
-    files: pd.DataFrame | Sequence[str | os.PathLike], val_every: int = 6, test_every: int = 12,
-    sort: bool = True,
-) -> pd.DataFrame:
-    """The split of Villa-Pulgarin et al. (2022), for the LEAKAGE AUDIT ONLY -- it ignores
-    lesion_id, so images of one lesion (and, after their whole-folder augmentation, augmented
-    copies of one image) land in train and val/test.
+def paper_counter(n_files: int) -> list[str]:
+    """The published split of one class folder of `n_files` files, in listing order.
 
-    Interpretation of the paper's counter: the files of each class folder are taken in file-name
-    order (`sort`; else in the given order) and numbered 1, 2, 3, ... restarting at 1 for every
-    class; number n goes to "test" if n % 12 == 0, else to "val" if n % 6 == 0, else to "train".
-    The test rule is checked first (every 12th file is also a 6th), so per class about 1/12 is
-    test, 1/12 val and 10/12 train.
+    Villa-Pulgarin et al. (2022) increment two counters b and c for every file; a file goes to
+    train while b != 6 and c != 12; when b == 6 and c == 12 they decrement b (so the file goes
+    to test and the NEXT file, with b == 6 again, to validation); b == 6 sends a file to
+    validation (b restarts), c == 12 to test (c restarts). About 75 / 16.7 / 8.3 % of a folder
+    goes to train / val / test; e.g. 6705 files -> 5030 / 1117 / 558 (their printed counts)."""
+    b = c = 0
+    sets = []
+    for _ in range(n_files):
+        b += 1
+        c += 1
+        chosen = "train" if b != 6 and c != 12 else None
+        if b == 6 and c == 12:
+            b -= 1
+        if b == 6:
+            b, chosen = 0, "val"
+        if c == 12:
+            c, chosen = 0, "test"
+        sets.append(chosen)
+    return sets
 
-    `files`: a TABLE (uses `path` and `label`) or a list of paths whose parent folder names the
-    class. Returns the rows in their input order with `split` and `paper_counter` added."""
+
+def paper_counter_split(files: pd.DataFrame | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """The published counter split (`paper_counter`) over each class folder, for the LEAKAGE
+    AUDIT ONLY: it ignores lesion_id, so images of one lesion (and, after the published
+    whole-folder augmentation, augmented copies of one image) land in train and val/test.
+
+    `files`: a TABLE or manifest (uses `label`) whose rows, per class, are in FOLDER ORDER (the
+    published order was Google Drive's listing; utils.augmentation.published documents the
+    order this repository uses), or a list of paths whose parent folder names the class, in
+    listing order. Returns the rows in their input order with `split` and `paper_counter`
+    (1-based position of the file in its class folder) added."""
     if isinstance(files, pd.DataFrame):
         frame = files.copy()
     else:
         listed = [Path(f) for f in files]
         frame = pd.DataFrame({"path": [str(f) for f in listed],
                               "label": [f.parent.name for f in listed]})
-    for column in ("path", "label"):
-        if column not in frame:
-            raise DataError(f"paper_counter_split needs a {column!r} column")
-    names = frame["path"].map(lambda p: Path(p).name)
-    order = (frame.assign(_name=names).sort_values(["label", "_name"], kind="stable").index
-             if sort else frame.index)
-    counter = frame.loc[order].groupby("label", sort=False).cumcount() + 1
-    counter = counter.reindex(frame.index)
-    frame["paper_counter"] = counter.astype(np.int64)
-    frame["split"] = np.where(counter % test_every == 0, "test",
-                              np.where(counter % val_every == 0, "val", "train"))
+    if "label" not in frame:
+        raise DataError("paper_counter_split needs a 'label' column (the class folder)")
+    position = frame.groupby("label", sort=False).cumcount()
+    frame["paper_counter"] = (position + 1).astype(np.int64)
+    split = pd.Series("", index=frame.index, dtype=object)
+    for _, rows in frame.groupby("label", sort=False):
+        split[rows.index] = paper_counter(len(rows))
+    frame["split"] = split
     frame.attrs = dict(getattr(files, "attrs", {}), protocol="paper_counter_LEAKS")
     return frame
 
@@ -249,22 +271,37 @@ def summarise(manifest: pd.DataFrame) -> pd.DataFrame:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", type=Path, help="dataset folder (read only)")
     parser.add_argument("out", type=Path, help="manifest CSV to write (outside the data folder)")
-    parser.add_argument("--dataset", default=None, help="layout (default: detected)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset", default=None, type=checked(dataset_key, "dataset"),
+                        help="layout (default: detected)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--fractions", type=float, nargs=3, default=list(DEFAULT_FRACTIONS),
-                        metavar=("TRAIN", "VAL", "TEST"), help="image fractions per set")
-    parser.add_argument("--kfold", type=int, default=None, metavar="K",
+                        action=Fractions, metavar=("TRAIN", "VAL", "TEST"),
+                        help="image fractions per set")
+    parser.add_argument("--kfold", type=at_least_two, default=None, metavar="K",
                         help="K lesion-grouped folds over train+val; TEST fraction held out")
     parser.add_argument("--protocol", choices=("lesion", "paper"), default="lesion",
                         help="'paper' = the published counter split (LEAKS: audit only)")
+    parser.add_argument("--group-by", choices=("lesion", "near_duplicates"), default="lesion",
+                        help="split unit: lesions, or lesions joined by near-identical images "
+                             "(utils.data.duplicates; reads every image once)")
+
+
+def at_least_two(text: str) -> int:
+    """--kfold: an integer >= 2."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} folds: use 2 or more")
+    return value
+
+
+def dataset_key(name: str) -> str:
+    from utils.data import readers
+
+    return readers.dataset_key(name)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        manifest, out = _make_manifest(args)
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    manifest, out = _make_manifest(args)
     print(summarise(manifest).to_string())
     print(f"{len(manifest)} images, {manifest['lesion_id'].nunique()} lesions -> "
           f"{paths.display(out)}")
@@ -284,6 +321,12 @@ def _make_manifest(args: argparse.Namespace) -> tuple[pd.DataFrame, Path]:
         manifest = paper_counter_split(table)
     elif args.kfold:
         manifest = lesion_kfold(table, args.kfold, args.seed, test_fraction=args.fractions[2])
+    elif args.group_by == "near_duplicates":
+        from utils.data import duplicates
+
+        grouped, _ = duplicates.with_duplicate_groups(table)
+        manifest = lesion_split(grouped, args.fractions, args.seed,
+                                group_by=duplicates.GROUP_COLUMN)
     else:
         manifest = lesion_split(table, args.fractions, args.seed)
     save_manifest(manifest, out)

@@ -280,20 +280,48 @@ class LesionDrawing:
     dark_frame: bool  # dermoscope's circular field of view
 
 
-def draw_lesion(style_name: str, rng: np.random.Generator, frame_size: int) -> LesionDrawing:
-    """Render one lesion's appearance in its own square frame."""
+def draw_lesion(
+    style_name: str,
+    rng: np.random.Generator,
+    frame_size: int,
+    mix: str | None = None,
+    mix_weight: float = 0.0,
+    mix_rng: np.random.Generator | None = None,
+) -> LesionDrawing:
+    """Render one lesion's appearance in its own square frame.
+
+    With `mix` and 0 < `mix_weight` <= 1 the lesion is atypical: the look of class `mix`,
+    painted on the same frame with `mix_rng`, is blended in with that weight (colours, structures,
+    border irregularity, edge softness and size all move towards it); that is how two classes'
+    appearances overlap. `mix_weight` 0 draws the pure look, consuming `rng` exactly as before.
+    """
     style = STYLES[style_name]
-    f = _make_frame(rng, frame_size, style.irregularity, FRAME_RADIUS)
+    other = STYLES[mix] if mix is not None and mix_weight > 0 else None
+    w = float(mix_weight)
+
+    def lerp(name: str) -> float:  # the style's value, moved towards the blended look's
+        own = getattr(style, name)
+        return own if other is None else (1 - w) * own + w * getattr(other, name)
+
+    irregularity = lerp("irregularity")
+    f = _make_frame(rng, frame_size, irregularity, FRAME_RADIUS)
     canvas = np.zeros((frame_size, frame_size, 3), np.float32)
     style.paint(canvas, f, rng)
-    edge = style.softness * (1 + 0.3 * _smooth_noise(rng, frame_size, 6).clip(-2, 2))
+    if other is not None:
+        second = np.zeros_like(canvas)
+        other.paint(second, f, mix_rng if mix_rng is not None else rng)
+        canvas *= 1 - w
+        canvas += w * second
+    edge = lerp("softness") * (1 + 0.3 * _smooth_noise(rng, frame_size, 6).clip(-2, 2))
     alpha = 0.5 + 0.5 * np.tanh((1 - f.r) / np.maximum(edge, 0.005))
     tone = rng.uniform(0, 1)  # light to darker skin
     skin = _jitter(rng, (236 - 40 * tone, 192 - 50 * tone, 172 - 50 * tone), 0.03)
+    size = style.size if other is None else tuple(
+        (1 - w) * a + w * b for a, b in zip(style.size, other.size, strict=True))
     return LesionDrawing(
         rgb=np.clip(canvas, 0, 255),
         alpha=alpha.astype(np.float32),
-        radius_fraction=float(rng.uniform(*style.size)),
+        radius_fraction=float(rng.uniform(*size)),
         skin=skin,
         hairy=bool(rng.random() < 0.3),
         dark_frame=bool(rng.random() < 0.3),

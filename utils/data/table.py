@@ -8,12 +8,46 @@ Extra columns a layout carries (e.g. HAM10000's dx_type, localization) follow.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
 from utils.data.datasets import TABLE_COLUMNS, DatasetInfo
 
 UNKNOWN_VALUES = ("", "unknown", "nan", "na", "none")
+
+
+def parse_numbers(values: object) -> np.ndarray:
+    """float64 of text values (NaN where not a number), parsed by Python's float().
+
+    Never pandas' C number parser on user files (read_csv of a numeric column, pd.to_numeric):
+    pandas 2.x crashes the interpreter (segmentation fault) on an exponent such as
+    1e309714285714285 (pandas-dev/pandas#63089), which the fuzz tests met."""
+
+    def number(value: object) -> float:
+        try:
+            parsed = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError, OverflowError):
+            return np.nan
+        return parsed if math.isfinite(parsed) else np.nan
+
+    items = list(values) if not isinstance(values, np.ndarray) else values.tolist()
+    return np.fromiter((number(v) for v in items), dtype=float, count=len(items))
+
+
+def infer_numbers(values: pd.Series) -> pd.Series:
+    """A text column as read_csv would type it, safely (parse_numbers): int64 when every value
+    is a whole number, float64 when every non-empty value is a number (empty -> NaN), else the
+    text with empty values as NaN."""
+    text = values.astype(str)
+    empty = text.str.strip().eq("")
+    numbers = parse_numbers(text)
+    if (np.isnan(numbers) & ~empty.to_numpy()).any():
+        return values.astype(object).where(~empty, np.nan)
+    if not empty.any() and text.str.fullmatch(r"\s*[+-]?\d{1,18}\s*").all():
+        return pd.Series(numbers.astype(np.int64), index=values.index, name=values.name)
+    return pd.Series(numbers, index=values.index, name=values.name)
 
 
 def clean_values(values: pd.Series) -> pd.Series:
@@ -31,7 +65,7 @@ def finish_table(rows: pd.DataFrame, info: DatasetInfo, **attrs: object) -> pd.D
         "label_index": np.array([info.classes.index(label) for label in rows["label"]],
                                 dtype=np.int64),
         "lesion_id": rows["lesion_id"].astype(str).to_numpy(dtype=object),
-        "age": pd.to_numeric(rows["age"], errors="coerce").astype(float).to_numpy(),
+        "age": parse_numbers(rows["age"]),
         "sex": rows["sex"].to_numpy(dtype=object),
         "site": rows["site"].to_numpy(dtype=object),
     })

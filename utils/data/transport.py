@@ -28,14 +28,14 @@ from typing import Any, Iterable
 from tqdm import tqdm
 
 from utils import fileio, paths
-from utils.errors import DataError
+from utils.errors import DataError, UserError
 
 STATE_DIR = ".download"  # inside the destination: receipts (and the plans' caches)
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "skin-lesion-utils/0.1 (python urllib)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download failed; the message names the URL and what to do."""
 
 

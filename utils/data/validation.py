@@ -5,8 +5,8 @@ Two levels:
 * cheap checks on the metadata (columns, labels, duplicated ids, one-hot rows, ids that would
   escape the data folder, listed images that are missing) -- the readers in `utils.data.readers` run
   them every time and raise `utils.errors.DataError`;
-* decoding every image (zero-byte, unreadable, truncated files) -- slower, run by
-  `python -m utils check` through `inspect_images` (parallel, with a progress bar).
+* image files (zero-byte, not an image, over the pixel cap, truncated) -- the image gate
+  `utils.data.images`, which reports them with this module's `Problem`.
 
 Every check returns a list of `Problem`; `raise_problems` turns a non-empty list into one
 `DataError`; `utils.data.check` gathers every problem of a dataset folder.
@@ -14,15 +14,13 @@ Every check returns a list of `Problem`; `raise_problems` turns a non-empty list
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
+from utils.data.table import parse_numbers
 from utils.errors import DataError
 
 MAX_LISTED = 20  # problems spelled out in one DataError message
@@ -161,7 +159,8 @@ def one_hot_labels(
 
     A valid row holds exactly one 1 and zeros elsewhere ("1", "1.0", "0.0" accepted).
     """
-    values = frame[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    values = np.column_stack([parse_numbers(frame[c]) for c in columns]) if len(frame) else \
+        np.zeros((0, len(columns)))
     labels: list[str | None] = []
     problems = []
     for position, row in enumerate(values):
@@ -224,46 +223,3 @@ def check_inside(
         for position, path in zip(_positions(paths, positions), paths)
         if not is_inside(path, root)
     ]
-
-
-def inspect_image(path: str) -> tuple[tuple[int, int] | None, Problem | None]:
-    """(width, height) of an image after a full decode, or a Problem (empty, unreadable, truncated).
-
-    JPEGs are decoded at reduced DCT scale (Pillow `draft`): every byte is still parsed, so a
-    truncated file is caught, but large images decode several times faster.
-    """
-    name = os.path.basename(path)
-    try:
-        if os.path.getsize(path) == 0:
-            return None, Problem("empty_image", path, "empty file (0 bytes); re-download or "
-                                 "unzip the image again, or remove its row")
-        with Image.open(path) as image:
-            size = image.size
-            if image.format == "JPEG":
-                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            image.load()
-        return size, None
-    except FileNotFoundError:
-        return None, Problem("missing_image", path, "file disappeared during the check")
-    except UnidentifiedImageError:
-        return None, Problem("unreadable_image", path, f"{name} is not a readable image; "
-                             "re-download it or remove its row")
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
-        return None, Problem("corrupt_image", path, f"{name} is truncated or corrupt ({error}); "
-                             "re-download it or remove its row")
-
-
-def inspect_images(
-    paths: Sequence[str], workers: int | None = None, progress: bool = True
-) -> tuple[list[tuple[int, int] | None], list[Problem]]:
-    """Decode every image in parallel threads: sizes (None where bad) in input order, problems."""
-    workers = workers or min(8, os.cpu_count() or 1)
-    results: list[tuple[tuple[int, int] | None, Problem | None]] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        iterator = pool.map(inspect_image, [str(p) for p in paths], chunksize=64)
-        bar = tqdm(iterator, total=len(paths), desc="decoding images", unit="img",
-                   disable=not progress, mininterval=1.0)
-        results.extend(bar)
-    sizes = [size for size, _ in results]
-    problems = [problem for _, problem in results if problem is not None]
-    return sizes, problems

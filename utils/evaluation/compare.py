@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import non_negative_int
 from utils.scoring import metrics, predictions
 from utils.tables import format_ci, markdown_table
 from utils.training import runs
@@ -144,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default=None, help="folder of run folders (default: runs/)")
     parser.add_argument("--out", default=None,
                         help="output path without extension (default: reports/comparison)")
-    parser.add_argument("--n-boot", type=int, default=metrics.DEFAULT_N_BOOT,
+    parser.add_argument("--n-boot", type=non_negative_int, default=metrics.DEFAULT_N_BOOT,
                         help="bootstrap replicates for runs without metrics.json")
     parser.add_argument("--readme", default=None,
                         help="also write the table into this README's results block")

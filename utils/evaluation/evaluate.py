@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import non_negative_int, probability
 from utils.errors import DataError
 from utils.evaluation import calibration
 from utils.scoring import metrics, predictions
@@ -165,10 +166,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a run folder or a predictions CSV")
     parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--n-boot", type=int, default=metrics.DEFAULT_N_BOOT,
+    parser.add_argument("--n-boot", type=non_negative_int, default=metrics.DEFAULT_N_BOOT,
                         help="bootstrap replicates (lesions resampled where lesion_id is known)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--specificity", type=float, default=metrics.DEFAULT_SPECIFICITY,
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--specificity", type=probability, default=metrics.DEFAULT_SPECIFICITY,
                         help="operating point of the melanoma sensitivity metric")
     parser.add_argument("--tta", action="store_true", help="also evaluate 8-view TTA predictions")
     parser.add_argument("--calibrate", action="store_true",

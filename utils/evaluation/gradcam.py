@@ -36,6 +36,7 @@ import tensorflow as tf
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from utils.data import images as image_files
 from utils.data.datasets import HAM_MASKS_TSCHANDL, MASK_FOLDERS, MASK_SUFFIX
 from utils.errors import DataError
 from utils.training import pipeline
@@ -217,8 +218,10 @@ def load_resized(
 
     A mask goes through the same resize as a grey image and is thresholded at half intensity, so
     image and mask stay aligned whatever their resolutions (600x450 images, 200x150 masks).
+    The file passes the image gate first (utils.data.images): DataError naming a refused file.
     """
     policy = _policy(resize_policy)
+    image_files.probe(path)
     if not mask:
         image = pipeline.load_image(tf.constant(str(path)), image_size, policy)
         return image.numpy().astype("float32")
@@ -254,6 +257,7 @@ def localisation_scores(
             f"localisation_scores needs a TABLE with columns {sorted(missing)} (missing)"
         )
     size = image_size or int(model.input_shape[1])
+    frame = _gated(frame, mask_root)
     explainer = grad_model(model, layer_name)  # default: the registry's last conv layer
     rows = []
     for start in tqdm(range(0, len(frame), batch_size), desc="Grad-CAM", unit="batch", leave=False):
@@ -280,7 +284,23 @@ def localisation_scores(
                     "mask_fraction": float(region.mean()),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["image_id", "label", "label_index", "predicted_index",
+                                       "energy_inside", "pointing_hit", "mask_fraction"])
+
+
+def _gated(frame: pd.DataFrame, mask_root: str | os.PathLike) -> pd.DataFrame:
+    """The rows whose image and lesion mask pass the image gate; a warning names every file
+    refused (the rest of the job goes on)."""
+    import warnings
+
+    masks = [mask_path_for(image_id, mask_root) for image_id in frame["image_id"]]
+    image_headers, image_problems = image_files.screen(frame["path"].tolist(), progress=False)
+    mask_headers, mask_problems = image_files.screen(masks, progress=False)
+    for problem in image_problems + mask_problems:
+        warnings.warn(f"Grad-CAM skips {problem}", stacklevel=3)
+    keep = np.array([a is not None and b is not None
+                     for a, b in zip(image_headers, mask_headers)], dtype=bool)
+    return frame.loc[keep]
 
 
 def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
@@ -305,3 +325,58 @@ def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
     rows = [summary(group, label) for label, group in ordered.groupby("label", sort=False)]
     rows.append(summary(scores, "all"))
     return pd.DataFrame(rows)
+
+
+def overlay_figure(
+    model: keras.Model,
+    frame: pd.DataFrame,
+    classes: Sequence[str],
+    image_size: int | None = None,
+    resize_policy: str = "crop",
+    mask_root: str | os.PathLike | None = None,
+    per_class: int = 1,
+):
+    """A figure of Grad-CAM overlays: for the first `per_class` rows of each class in `frame`
+    (a TABLE or manifest: image_id, path, label_index), the image as the model saw it (with the
+    lesion mask's outline where `mask_root` holds one) above the heatmap of the predicted class,
+    titled true -> predicted (probability). Returns a matplotlib Figure (shown by notebooks)."""
+    from utils.evaluation.plots import DisplayFigure
+
+    size = image_size or int(model.input_shape[1])
+    chosen = frame.groupby("label_index", sort=True).head(per_class).sort_values("label_index")
+    if chosen.empty:
+        raise DataError("overlay_figure: no rows to explain")
+    images = np.stack([load_resized(path, size, resize_policy) for path in chosen["path"]])
+    heatmaps, predictions = _explain(grad_model(model), images, None)
+    figure = DisplayFigure(figsize=(2.0 * len(chosen), 4.4))
+    for column, (row, image, heat, probs) in enumerate(
+        zip(chosen.itertuples(), images, heatmaps, predictions, strict=True)
+    ):
+        top = figure.add_subplot(2, len(chosen), column + 1)
+        top.imshow(image.astype(np.uint8))
+        mask = _mask_or_none(row.image_id, mask_root, size, resize_policy)
+        if mask is not None:
+            top.contour(mask, levels=[0.5], colors="white", linewidths=0.8)
+        predicted = int(probs.argmax())
+        top.set_title(f"{classes[int(row.label_index)]} -> {classes[predicted]}\n"
+                      f"(p = {probs[predicted]:.2f})", fontsize=8)
+        bottom = figure.add_subplot(2, len(chosen), len(chosen) + column + 1)
+        bottom.imshow(overlay(image, heat))
+        for axis in (top, bottom):
+            axis.set_xticks([])
+            axis.set_yticks([])
+    figure.suptitle("Grad-CAM of the predicted class (top: true -> predicted; white: lesion mask)",
+                    fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _mask_or_none(image_id: str, root: str | os.PathLike | None, size: int,
+                  resize_policy: str) -> np.ndarray | None:
+    if root is None:
+        return None
+    try:
+        path = mask_path_for(image_id, root)
+    except DataError:
+        return None
+    return load_resized(path, size, resize_policy, mask=True).astype(float)

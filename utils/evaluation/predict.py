@@ -2,8 +2,10 @@
 
 Images are read and resized exactly as in evaluation (utils.training.pipeline.load_image:
 decode, then
-the run's resize policy) and streamed through tf.data in batches. A file that is not a readable
-image is reported on stderr, naming the file, and skipped; the rest are still predicted. The
+the run's resize policy) and streamed through tf.data in batches. Every file passes the image gate
+(utils.data.images: not an image whatever its extension, empty, truncated, over the pixel cap),
+then TensorFlow's decoder; a file refused by either is reported on stderr, naming the file, and
+skipped; the rest are still predicted. The
 class codes come from the run's config.json beside the model (its dataset), else `--dataset`,
 else the one class order of the known datasets with the model's number of outputs.
 """
@@ -21,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio, paths
-from utils.data import datasets
+from utils.arguments import checked, positive_int
+from utils.data import datasets, images
 from utils.errors import DataError
 from utils.training import runs
 
@@ -41,6 +44,12 @@ def run_config(model_path: str | os.PathLike) -> dict:
         return json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{config_file}: not valid JSON ({error}); fix or delete it") from None
+
+
+def dataset_name(name: str) -> str:
+    """A --dataset value: a known dataset (or synthetic layout) name; ConfigError otherwise."""
+    datasets.get_dataset(DATASET_ALIASES.get(name, name))
+    return name
 
 
 def resolve_classes(num_outputs: int, config: dict, dataset: str | None = None) -> tuple[str, ...]:
@@ -75,14 +84,18 @@ def list_inputs(source: str | os.PathLike) -> list[Path]:
 
 
 def readable_images(files: Sequence[Path], image_size: int) -> tuple[list[Path], list[str]]:
-    """The files TensorFlow can decode, and one message per file it cannot."""
+    """The files the image gate accepts and TensorFlow can decode, and one message per file
+    refused."""
     import tensorflow as tf
     from tqdm.auto import tqdm
 
     from utils.training import pipeline
 
-    good, problems = [], []
-    for path in tqdm(files, desc="checking images", disable=len(files) < 200, leave=False):
+    headers, refused = images.screen(files, progress=len(files) >= 1000)
+    problems = [f"skipped {problem.where}: {problem.message}" for problem in refused]
+    accepted = [path for path, header in zip(files, headers) if header is not None]
+    good = []
+    for path in tqdm(accepted, desc="checking images", disable=len(files) < 200, leave=False):
         try:
             pipeline.decode_image(tf.io.read_file(str(path)), image_size)
         except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, OSError) as error:
@@ -157,14 +170,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a .keras model (a run folder's model.keras)")
     parser.add_argument("source", help="one image file or a folder of images")
     parser.add_argument("out", help="output CSV (image_id, path, predicted, one column per class)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=positive_int, default=None,
                         help="input side in pixels (default: the run's config, else the model's)")
-    parser.add_argument("--dataset", default=None,
+    parser.add_argument("--dataset", default=None, type=checked(dataset_name, "dataset"),
                         help="dataset whose class codes the model predicts "
                              "(default: from config.json)")
     parser.add_argument("--tta", action="store_true",
                         help="average over the 8 flips/rotations (utils.evaluation.tta)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
 
 
 def run(args: argparse.Namespace) -> int:

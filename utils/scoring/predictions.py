@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio
+from utils.data.table import infer_numbers, parse_numbers
 from utils.errors import DataError
 
 PREDICTION_ID_COLUMNS: tuple[str, ...] = ("image_id", "lesion_id", "label", "label_index", "split")
@@ -51,7 +52,22 @@ def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: predictions file not found; train a model or run `predict` first")
-    frame = pd.read_csv(path, dtype={"image_id": str, "lesion_id": str, "label": str})
+    redo = "write it again (train or `python -m utils predict`)"
+    try:  # as text: numbers are parsed by table.infer_numbers, never pandas' C parser
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: empty file (0 bytes); {redo}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"{path}: cannot be parsed as a predictions CSV ({reason}); "
+                        f"{redo}") from None
+    if not isinstance(frame.index, pd.RangeIndex):  # rows longer than the header
+        raise DataError(f"{path}: its rows have more fields than its header; {redo}")
+    for column in frame.columns:
+        if column in ("image_id", "lesion_id", "label", "split"):
+            frame[column] = frame[column].astype(object).where(frame[column] != "", np.nan)
+        else:
+            frame[column] = infer_numbers(frame[column])
     validate_predictions(frame, source=str(path))
     return frame
 
@@ -61,7 +77,8 @@ def validate_predictions(frame: pd.DataFrame, source: str = "predictions") -> tu
     classes = class_columns(frame)
     if not classes:
         raise DataError(f"{source}: no probability columns after {PREDICTION_ID_COLUMNS}")
-    probs = frame[list(classes)].to_numpy(dtype=float)
+    probs = np.column_stack([parse_numbers(frame[c]) for c in classes]) if len(frame) else \
+        np.zeros((0, len(classes)))
     bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])

@@ -1,57 +1,132 @@
-"""Leakage audit: the published protocol against the lesion-grouped protocol.
+"""Leakage audit: the published protocol against the lesion-grouped protocol, paired.
 
-The published repository (Villa-Pulgarin et al. 2022) augmented every image of each class folder
-*before* splitting, then split the folder with an interleaved counter (every 6th file to
-validation, every 12th to test), ignoring `lesion_id`. Images of one lesion, and augmented copies
-of one image, therefore sit on both sides of the split. This module trains the same model with the
-same budget on the same images under both protocols and reports both test scores and the gap:
+    python -m utils audit --data-dir ../shared/data/HAM10000 --dataset ham10000
+    python -m utils audit --data-dir data/raw/ISIC_2019 --dataset isic2019 --weights imagenet
 
-    python -m utils audit --data-dir ../shared/data/HAM10000 --out reports/leakage_audit.md
+Design (utils/studies/paper_protocol.py has the two protocols, audit_stats.py the statistics):
+1. A clean test set is held out first: lesion-disjoint, class-stratified, untouched originals
+   (`clean_test_fraction` of the lesions). Neither protocol ever sees it.
+2. On the remaining images both protocols build their manifests: the published one (whole class
+   folders augmented with the published recipe and copies, then the published counter split) and
+   ours (lesion-grouped split, then balancing of the training split only).
+3. The same backbone trains under each protocol for the same number of optimizer steps (epochs
+   counted over the published training split; both get epochs x its steps per epoch), the same
+   schedule (cosine decay), no checkpoint selection (the published notebooks kept the last
+   epoch), for every seed; each model is scored on its own protocol's test split and on the clean
+   test: accuracy (the paper's metric) and balanced accuracy with lesion-bootstrap CIs, and the
+   inflation (own - clean) with a paired bootstrap over seeds and lesions.
+4. A budget sweep (image size x epochs, first seed) shows how the inflation grows as the models
+   memorise; near-duplicate images across lesion ids and a metadata-only classifier are counted.
 
-Both protocols see exactly the same images (optionally capped per class, by whole lesions, to fit
-a CPU budget) and balance every class to the same target with the same transforms and seed.
+Everything goes under the work folder (default runs/leakage-audit-<dataset>/); finished runs are
+reused, so a killed audit resumes. The report is written there unless --out names a path.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import os
+import shlex
 import time
+import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from utils import fileio, paths
-from utils.data.manifest import save_manifest
+from utils.arguments import checked, non_negative_int, positive_int, probability
+from utils.data import datasets
+from utils.data.manifest import load_manifest, save_manifest
+from utils.errors import ConfigError
+from utils.studies import paper_protocol
+from utils.studies.paper_protocol import PROTOCOLS
 from utils.training.config import TrainConfig
 
-PROTOCOLS = ("paper", "lesion")
+MANIFESTS = {"published": "published-manifest.csv", "lesion": "lesion-manifest.csv",
+             "clean": "clean-test-manifest.csv"}
+PUBLISHED_ACCURACY = 0.9787  # DenseNet201, HAM10000: 3,498 / 3,574 on its own test split
+# Settings that choose which models to run or report, not how they are made: a work folder
+# resumes with other values of these (finished models are found by size, epochs and seed).
+DATASETS = ("ham10000", "isic2019", "synthetic")
+RUN_FIELDS = ("image_size", "epochs", "sweep", "seeds", "n_boot", "workers", "run_eagerly")
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """Settings shared by both protocols (the 'same model, same budget' of the audit)."""
+    """Everything the audit depends on (its JSON twin records the resolved values)."""
 
-    dataset: str = "synthetic"  # ham10000 | isic2019 | synthetic (generated default)
-    data_dir: str | None = None  # dataset folder; None -> the synthetic default
-    synthetic_images: int = 1000  # size of the synthetic default
-    cap_per_class: int | None = None  # keep at most this many images per class (whole lesions)
-    target_per_class: int | None = None  # balance every class to this many images (None = max)
-    backbone: str = "mobilenetv2"  # registry name
-    image_size: int = 64  # input side in pixels
-    weights: str | None = None  # None (from scratch) | "imagenet" | weights file
-    epochs: int = 8  # epochs of each protocol's training
-    batch_size: int = 32  # batch size of both
-    seed: int = 0  # one seed for subsetting, balancing, splitting and training
-    n_boot: int = 1000  # bootstrap replicates for the confidence intervals
+    dataset: str = "synthetic"  # ham10000 | isic2019 | synthetic (generated, HAM10000 layout)
+    data_dir: str | None = None  # dataset folder (read only); None: the synthetic default
+    synthetic_images: int = 1000  # images of the synthetic default
+    cap_per_class: int | None = None  # at most this many images per class, whole lesions
+    clean_test_fraction: float = 0.15  # share of each class's images held out first (lesions)
+    copies: str | None = None  # copies per image, e.g. "akiec=25,df=62" (None: the published)
+    collisions: bool = True  # replay save_to_dir's name collisions (10**4 names per class folder)
+    balance_target: int | None = None  # ours: training images per class (None: largest class)
+    backbone: str = "mobilenetv2"  # a name of utils.training.backbones, the same for both
+    weights: str | None = None  # None (from scratch) | "imagenet" | a weights file
+    image_size: int = 64  # input side in pixels of the main budget
+    epochs: int = 4  # main budget: epochs over the published protocol's training split
+    sweep: str = "32x2,64x8"  # more budgets SIZExEPOCHS, first seed only ("" = none)
+    batch_size: int = 32  # batch size of both protocols
+    learning_rate: float = 1e-3  # Adam, cosine decay to zero over the budget
+    seeds: str = "0,1,2"  # training seeds of the main budget (>= 3 for the paired CIs)
+    data_seed: int = 0  # seed of the clean test, our split, both augmentations and collisions
+    n_boot: int = 1000  # bootstrap replicates of every confidence interval
+    workers: int = 2  # threads writing augmented images and reading images for the hashes
+    run_eagerly: bool = False  # no graph tracing: faster only for tiny (test) runs
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset {self.dataset!r} is not one of {', '.join(DATASETS)}")
+        if not 0 < self.clean_test_fraction < 0.5:
+            raise ConfigError(f"clean_test_fraction must lie in (0, 0.5), got "
+                              f"{self.clean_test_fraction}")
+        try:
+            if len(self.seed_list) < 1:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(f"seeds {self.seeds!r}: name at least one integer seed, e.g. "
+                              "0,1,2") from None
+        self.budgets()  # validates the sweep
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(s) for s in str(self.seeds).split(",") if s.strip()]
+
+    def budgets(self) -> list[tuple[int, int]]:
+        """[(image size, epochs)]: the main budget first, then the sweep."""
+        found = [(self.image_size, self.epochs)]
+        for item in filter(None, (part.strip() for part in self.sweep.split(","))):
+            size, _, epochs = item.partition("x")
+            if not (size.isdigit() and epochs.isdigit()):
+                raise ConfigError(f"bad sweep item {item!r}: use SIZExEPOCHS, e.g. 32x2,64x8")
+            if (int(size), int(epochs)) not in found:
+                found.append((int(size), int(epochs)))
+        return found
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def load_table(config: AuditConfig) -> pd.DataFrame:
+    """The dataset table (the synthetic default is generated on first use), capped if asked."""
+    from utils.data import location, readers
+
+    layout = "isic2019" if config.dataset == "isic2019" else "ham10000"
+    folder = location.dataset_folder(config.data_dir, layout, config.synthetic_images,
+                                     config.data_seed)
+    table = readers.read_table(folder)
+    return cap_per_class(table, config.cap_per_class, config.data_seed)
 
 
 def cap_per_class(table: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
-    """At most `cap` images per class, drawn as whole lesions in a seeded order."""
+    """At most `cap` images per class, drawn as whole lesions in a seeded order (table order)."""
+    import numpy as np
+
     if cap is None:
         return table
     rng = np.random.default_rng(seed)
@@ -68,215 +143,244 @@ def cap_per_class(table: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFra
     return capped
 
 
-def paper_manifest(table: pd.DataFrame, config: AuditConfig, out_dir: Path) -> pd.DataFrame:
-    """Published protocol: augment whole class folders (every image), then the counter split."""
-    from utils.augmentation import balance
+def build_manifests(table: pd.DataFrame, config: AuditConfig,
+                    work_dir: Path) -> dict[str, pd.DataFrame]:
+    """The clean test and both protocols' manifests (written once, then read back)."""
     from utils.data import splits
 
-    everything = table.assign(split="train")
-    everything.attrs = dict(table.attrs)
-    balanced = balance.balance_manifest(everything, out_dir, target=config.target_per_class,
-                                        seed=config.seed, image_size=config.image_size)
-    manifest = splits.paper_counter_split(balanced)
-    manifest.attrs = dict(table.attrs)
-    return manifest
-
-
-def lesion_manifest(table: pd.DataFrame, config: AuditConfig, out_dir: Path) -> pd.DataFrame:
-    """Our protocol: lesion-grouped split first, then balance the training split only."""
-    from utils.augmentation import balance
-    from utils.data import splits
-
-    manifest = splits.lesion_split(table, seed=config.seed)
-    balanced = balance.balance_manifest(manifest, out_dir, target=config.target_per_class,
-                                        seed=config.seed, image_size=config.image_size)
-    balanced.attrs = dict(table.attrs)
-    return balanced
-
-
-def leakage(manifest: pd.DataFrame) -> dict[str, Any]:
-    """How much of the test split is already in training: shared lesions and augmented kin."""
-    test = manifest[manifest["split"] == "test"]
-    train = manifest[manifest["split"] == "train"]
-    source = manifest.get("source_image_id", pd.Series("", index=manifest.index)).fillna("")
-    origin = source.where(source != "", manifest["image_id"])  # the raw image each row comes from
-    train_origins = set(origin[train.index])
-    return {
-        "n_train": int(len(train)),
-        "n_val": int((manifest["split"] == "val").sum()),
-        "n_test": int(len(test)),
-        "test_augmented_share": float(test.get("augmented", pd.Series(False, index=test.index))
-                                      .fillna(False).astype(bool).mean()) if len(test) else 0.0,
-        "test_lesion_in_train_share": float(test["lesion_id"].isin(set(train["lesion_id"])).mean())
-        if len(test) else 0.0,
-        "test_origin_in_train_share": float(origin[test.index].isin(train_origins).mean())
-        if len(test) else 0.0,
+    if all((work_dir / name).is_file() for name in MANIFESTS.values()):
+        return {key: load_manifest(work_dir / name) for key, name in MANIFESTS.items()}
+    f = config.clean_test_fraction
+    held = splits.lesion_split(table, (1.0 - f, 0.0, f), seed=config.data_seed)
+    clean = held[held["split"] == "test"]
+    pool = held[held["split"] == "train"].drop(columns="split")
+    pool.attrs = dict(table.attrs)
+    manifests = {
+        "published": paper_protocol.published_manifest(
+            pool, work_dir / "published-images", config.dataset, config.data_seed,
+            copies_used(config, table),
+            config.collisions, config.workers),
+        "lesion": paper_protocol.lesion_manifest(pool, work_dir / "balanced-images",
+                                                 config.data_seed, config.balance_target),
+        "clean": clean,
     }
+    for key, manifest in manifests.items():
+        save_manifest(manifest, work_dir / MANIFESTS[key])
+    return {key: load_manifest(work_dir / name) for key, name in MANIFESTS.items()}
 
 
-def train_config(config: AuditConfig, manifest_path: Path) -> TrainConfig:
-    """The one training configuration both protocols use; only the manifest differs."""
+def copies_used(config: AuditConfig, table: pd.DataFrame) -> dict[str, int]:
+    """The copies per source image of the published protocol (given, or the published ones)."""
+    from utils.augmentation.published import copies_for, parse_copies
+
+    if config.copies:
+        return parse_copies(config.copies)
+    return copies_for(config.dataset, list(datasets.class_order(table["label"])))
+
+
+# --- one model ------------------------------------------------------------------------------------
+
+def train_config(config: AuditConfig, protocol: str, manifest_path: Path, size: int, epochs: int,
+                 steps_per_epoch: int, seed: int) -> TrainConfig:
+    """The training configuration of one model; only the manifest differs between protocols."""
+    pretrained = config.weights is not None
     return TrainConfig(
-        dataset=config.dataset,
-        data_dir=config.data_dir,
-        manifest=str(manifest_path),
-        backbone=config.backbone,
-        image_size=config.image_size,
-        weights=config.weights,
-        epochs=config.epochs,
-        stage1_epochs=max(1, config.epochs // 4),
-        stage2_epochs=config.epochs - config.epochs // 4,
-        batch_size=config.batch_size,
-        augment="offline",
-        imbalance="class_weight",
-        patience=0,
-        seed=config.seed,
-        synthetic_images=config.synthetic_images,
-    )
+        dataset=config.dataset, data_dir=config.data_dir, manifest=str(manifest_path),
+        backbone=config.backbone, image_size=size, weights=config.weights, epochs=epochs,
+        stage1_epochs=max(1, epochs // 4) if pretrained else 0,
+        stage2_epochs=epochs - epochs // 4 if pretrained else 0,
+        learning_rate=config.learning_rate, stage1_lr=config.learning_rate,
+        stage2_lr=config.learning_rate / 10, lr_schedule="cosine", batch_size=config.batch_size,
+        steps_per_epoch=steps_per_epoch, augment="offline", imbalance="none", patience=0,
+        select_best=False, seed=seed, synthetic_images=config.synthetic_images, verbose=2,
+        run_eagerly=config.run_eagerly)
 
 
-def run_protocol(protocol: str, table: pd.DataFrame, config: AuditConfig,
-                 work_dir: Path) -> dict[str, Any]:
-    """Build one protocol's manifest, train, evaluate its own test split; returns a summary."""
-    from utils.evaluation import evaluate
-    from utils.training import train
+def clean_predictions(run_dir: Path, clean: pd.DataFrame) -> pd.DataFrame:
+    """The run's model.keras on the clean test (its own preprocessing and resize policy)."""
+    from utils.scoring.predictions import predictions_frame
+    from utils.training import models, pipeline, runs
+    from utils.training.data import dataset_info
 
-    build = paper_manifest if protocol == "paper" else lesion_manifest
-    manifest = build(table, config, work_dir / f"{protocol}-augmented")
-    manifest_path = work_dir / f"{protocol}-manifest.csv"
-    save_manifest(manifest, manifest_path)
-    run_dir = work_dir / f"{protocol}-run"
-    started = time.time()
-    train.train(train_config(config, manifest_path), run_dir=run_dir)
-    result = evaluate.evaluate(run_dir, split="test", n_boot=config.n_boot, seed=config.seed)
-    return {"protocol": protocol, "run_dir": paths.display(run_dir),
-            "train_seconds": round(time.time() - started, 1), **leakage(manifest),
-            "metrics": {name: result["metrics"][name] for name in
-                        ("balanced_accuracy", "accuracy", "macro_f1", "macro_auc")}}
+    run = runs.load_run(run_dir)
+    model = models.load_model(run.model_path, compile=False)
+    classes = dataset_info(run.config).classes
+    data = pipeline.make_dataset(clean, run.config.image_size, run.config.batch_size,
+                                 training=False, num_classes=len(classes),
+                                 resize_policy=run.config.resize_policy)
+    return predictions_frame(clean, model.predict(data, verbose=0), classes)
 
 
-def load_table(config: AuditConfig) -> pd.DataFrame:
-    """The dataset table (the synthetic default is generated on first use)."""
+def run_model(config: AuditConfig, protocol: str, size: int, epochs: int, seed: int,
+              manifests: dict[str, pd.DataFrame], work_dir: Path) -> Path:
+    """Train (or resume) one model and write its clean-test predictions; returns its folder."""
+    from utils.training import runs, train
+
+    run_dir = work_dir / "runs" / f"{protocol}-{size}px-{epochs}ep-seed{seed}"
+    clean_csv = run_dir / runs.predictions_name("clean")
+    if clean_csv.is_file():
+        return run_dir
+    n_train = int((manifests["published"]["split"] == "train").sum())
+    steps = math.ceil(n_train / config.batch_size)
+    train.train(train_config(config, protocol, work_dir / MANIFESTS[protocol], size, epochs,
+                             steps, seed), run_dir=run_dir)
+    fileio.write_csv(clean_csv, clean_predictions(run_dir, manifests["clean"]))
+    import keras
+
+    keras.backend.clear_session()  # free the graph before the next model
+    return run_dir
+
+
+def check_inputs(config: AuditConfig) -> None:
+    """ConfigError / DataError for settings no training could use or a missing data folder."""
     from utils.data import readers
-    from utils.training import data as training_data
 
-    probe = TrainConfig(
-        dataset=config.dataset,
-        data_dir=config.data_dir,
-        synthetic_images=config.synthetic_images,
-        seed=config.seed,
-    )
-    return readers.read_table(training_data.data_dir(probe))
+    for size, epochs in config.budgets():
+        train_config(config, "published", Path("manifest.csv"), size, epochs, 1,
+                     config.seed_list[0]).resolve(gpu_visible=False)
+    if config.data_dir is not None:
+        readers.detect_layout(config.data_dir)
 
+
+# --- the study ------------------------------------------------------------------------------------
 
 def audit(config: AuditConfig, work_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Run both protocols (resumable: finished runs are reused) and return the comparison."""
-    work_dir = Path(work_dir or paths.runs_dir() / f"leakage-audit-{config.dataset}")
+    """Run the whole audit (resumable) and return its summary (the JSON report)."""
+    from utils.studies import audit_checks
+    from utils.training import runs
+
+    started = time.time()
+    work_dir = Path(work_dir or paths.runs_dir() / f"leakage-audit-{config.dataset}").resolve()
+    check_inputs(config)  # before any folder is made
     work_dir.mkdir(parents=True, exist_ok=True)
     saved = work_dir / "audit_config.json"
-    if saved.is_file() and json.loads(saved.read_text()) != dataclasses.asdict(config):
-        raise ValueError(f"{paths.display(work_dir)} holds an audit with other settings; "
-                         f"choose another --work-dir or delete that folder")
-    fileio.write_json(saved, dataclasses.asdict(config))
-    table = cap_per_class(load_table(config), config.cap_per_class, config.seed)
-    results = {}
-    for protocol in PROTOCOLS:
-        done = work_dir / f"{protocol}-result.json"
-        if not done.is_file():
-            fileio.write_json(done, run_protocol(protocol, table, config, work_dir))
-        results[protocol] = json.loads(done.read_text())
-    paper = results["paper"]["metrics"]["balanced_accuracy"]["value"]
-    lesion = results["lesion"]["metrics"]["balanced_accuracy"]["value"]
-    return {"config": dataclasses.asdict(config), "n_images": int(len(table)),
-            "n_lesions": int(table["lesion_id"].nunique()), "results": results,
-            "balanced_accuracy_gap": None if paper is None or lesion is None else paper - lesion}
+    settings = json.loads(json.dumps(dataclasses.asdict(config)))
+    if saved.is_file():
+        before = json.loads(saved.read_text())
+        changed = [k for k in settings if k not in RUN_FIELDS and before.get(k) != settings[k]]
+        if changed:
+            raise ConfigError(f"{paths.display(work_dir)} holds an audit whose "
+                              f"{', '.join(changed)} differ; choose another --work-dir or delete "
+                              "that folder")
+    fileio.write_json(saved, settings)
+    table = load_table(config)
+    manifests = build_manifests(table, config, work_dir)
+    results: dict[str, Any] = {"budgets": []}
+    for index, (size, epochs) in enumerate(config.budgets()):
+        seeds = config.seed_list if index == 0 else config.seed_list[:1]
+        frames: dict[tuple[int, str], dict[str, pd.DataFrame]] = {}
+        for seed in seeds:
+            for protocol in PROTOCOLS:
+                run_dir = run_model(config, protocol, size, epochs, seed, manifests, work_dir)
+                run = runs.load_run(run_dir)
+                frames[(seed, protocol)] = {"own_test": run.predictions("test"),
+                                            "clean_test": run.predictions("clean")}
+        results["budgets"].append(audit_checks.budget_result(
+            size, epochs, seeds, frames, config.n_boot, config.data_seed, work_dir))
+    summary = {
+        "config": settings, "command": None, "published_accuracy": PUBLISHED_ACCURACY,
+        "data": audit_checks.data_summary(table, manifests),
+        "copies": copies_used(config, table),
+        "leakage": {p: paper_protocol.leakage(manifests[p]) for p in PROTOCOLS},
+        **results,
+        "near_duplicates": audit_checks.near_duplicates(table, manifests, config),
+        "metadata_leak": audit_checks.metadata_check(table, config),
+        "seconds": round(time.time() - started, 1),
+        "train_seconds": round(sum(runs.load_run(p).info.get("duration_s", 0.0)
+                                   for p in sorted((work_dir / "runs").iterdir())), 1),
+    }
+    return summary
 
 
-def final_train_accuracy(run_dir: str) -> float | None:
-    """Training accuracy of a run's last epoch (history.csv), to show how far it fitted."""
-    history = paths.repo_root() / run_dir / "history.csv"
-    if not history.is_file():
-        return None
-    frame = pd.read_csv(history)
-    return float(frame["accuracy"].iloc[-1]) if "accuracy" in frame and len(frame) else None
+# --- command line ---------------------------------------------------------------------------------
+
+# argparse types of the options whose values a plain str/int/float does not check
+OPTION_TYPES = {"dataset": checked(lambda text: _choice(text, DATASETS), "dataset"),
+                "backbone": checked(lambda text: backbone_name(text), "backbone"),
+                "clean_test_fraction": probability, "image_size": positive_int,
+                "epochs": positive_int, "batch_size": positive_int, "n_boot": positive_int,
+                "workers": positive_int, "synthetic_images": positive_int}
 
 
-def _ci(stats: dict[str, Any]) -> str:
-    if stats["value"] is None:
-        return "n/a"
-    return f"{stats['value']:.3f} [{stats['ci_low']:.3f}, {stats['ci_high']:.3f}]"
+def _choice(text: str, choices: tuple[str, ...]) -> str:
+    if text not in choices:
+        raise ValueError(f"{text!r} is not one of {', '.join(choices)}")
+    return text
 
 
-def markdown(summary: dict[str, Any], command: str) -> str:
-    """The audit report (reports/leakage_audit.md)."""
-    config = summary["config"]
-    lines = [
-        "# Leakage audit: published protocol vs lesion-grouped protocol", "",
-        f"Generated by `{command}` (utils/studies/audit.py). Do not edit by hand.", "",
-        f"Data: {config['dataset']} ({config['data_dir'] or 'synthetic default'}), "
-        f"{summary['n_images']} images of {summary['n_lesions']} lesions"
-        + (f" (at most {config['cap_per_class']} images per class, whole lesions)"
-           if config["cap_per_class"] else "") + ".",
-        f"Model and budget, identical for both: {config['backbone']} at {config['image_size']} px, "
-        f"weights={config['weights']!r}, {config['epochs']} epochs, batch {config['batch_size']}, "
-        f"seed {config['seed']}; every class balanced to "
-        f"{config['target_per_class'] or 'the largest class'} images with the same transforms.", "",
-        "| protocol | train / val / test images | test images whose lesion is in train | "
-        "test images whose source image is in train | test balanced accuracy [95 % CI] | "
-        "macro-F1 | macro AUC |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    names = {"paper": "published: augment class folders, then counter split",
-             "lesion": "ours: lesion-grouped split, then balance train only"}
-    for protocol in PROTOCOLS:
-        r = summary["results"][protocol]
-        m = r["metrics"]
-        lines.append(
-            f"| {names[protocol]} | {r['n_train']} / {r['n_val']} / {r['n_test']} | "
-            f"{r['test_lesion_in_train_share']:.1%} | {r['test_origin_in_train_share']:.1%} | "
-            f"{_ci(m['balanced_accuracy'])} | {_ci(m['macro_f1'])} | {_ci(m['macro_auc'])} |")
-    gap = summary["balanced_accuracy_gap"]
-    fitted = {p: final_train_accuracy(summary["results"][p]["run_dir"]) for p in PROTOCOLS}
-    lines += ["", f"Gap (published − lesion-grouped) in test balanced accuracy: "
-              f"**{gap:+.3f}**." if gap is not None else "Gap: n/a.", ""]
-    if all(value is not None for value in fitted.values()):
-        lines += [f"Training accuracy in the last epoch: published {fitted['paper']:.3f}, "
-                  f"lesion-grouped {fitted['lesion']:.3f}. The leak pays off only as far as a "
-                  "model memorises what it saw, so the gap measured here holds for this budget "
-                  "and model; rerun the command with more epochs, a larger image size or "
-                  "pre-trained weights to measure it for those.", ""]
-    lines.append("The published protocol's test score is measured on images whose lesions, and "
-                 "augmented copies of which, were trained on; only the lesion-grouped score "
-                 "estimates performance on new lesions. Confidence intervals: percentile "
-                 "bootstrap over lesions (images where no lesion id is known).")
-    return "\n".join(lines) + "\n"
+def backbone_name(text: str) -> str:
+    from utils.training.config import backbone_name as check
+
+    return check(text)
+
+
+def _option_type(name: str, annotation: Any) -> Any:
+    if name in OPTION_TYPES:
+        return OPTION_TYPES[name]
+    text = str(annotation)
+    for kind_name, kind in (("bool", bool), ("float", float), ("int", non_negative_int)):
+        if kind_name in text:
+            return kind
+    return str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per AuditConfig field, its comment as help, its default shown."""
+    from utils.training.config import field_comments
+
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    comments = field_comments(AuditConfig)
+    hints = typing.get_type_hints(AuditConfig)
     for item in dataclasses.fields(AuditConfig):
         flag = "--" + item.name.replace("_", "-")
-        kind = {"int": int, "int | None": int}.get(str(item.type), str)
-        parser.add_argument(flag, type=kind, default=None, metavar=item.name.upper())
-    parser.add_argument("--work-dir", default=None, help="where manifests and runs go "
-                        "(default runs/leakage-audit-<dataset>; reused to resume)")
-    parser.add_argument("--out", default=str(paths.reports_dir() / "leakage_audit.md"),
-                        help="markdown report (a JSON twin is written beside it)")
+        kind = _option_type(item.name, hints[item.name])
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=item.default,
+                                help=comments.get(item.name))
+        else:
+            parser.add_argument(flag, type=kind, default=item.default,
+                                metavar=item.name.upper(), help=comments.get(item.name))
+    parser.add_argument("--work-dir", default=None,
+                        help="manifests, images and runs (default runs/leakage-audit-<dataset>/; "
+                             "reused to resume)")
+    parser.add_argument("--out", default=None, help="markdown report; a JSON twin and the figure "
+                        "go beside it (default <work dir>/leakage_audit.md)")
+
+
+def config_from_args(args: argparse.Namespace) -> AuditConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AuditConfig)}
+    if isinstance(values["weights"], str) and values["weights"].lower() in ("none", "null"):
+        values["weights"] = None
+    if values["data_dir"] is not None and values["dataset"] == "synthetic":
+        values["dataset"] = "ham10000"
+    return replace(AuditConfig(), **values)
+
+
+def command_line(config: AuditConfig) -> str:
+    """The shortest `python -m utils audit` command that gives this config."""
+    default = AuditConfig()
+    parts = []
+    for item in dataclasses.fields(AuditConfig):
+        value, flag = getattr(config, item.name), "--" + item.name.replace("_", "-")
+        if value == getattr(default, item.name):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + flag[2:])
+        else:
+            parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(["python -m utils audit", *parts])
 
 
 def run(args: argparse.Namespace) -> int:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(AuditConfig)
-              if getattr(args, f.name) is not None}
-    if values.get("weights", "").lower() in ("none", "null"):
-        values["weights"] = None
-    if "data_dir" in values and "dataset" not in values:
-        values["dataset"] = "ham10000"
-    config = replace(AuditConfig(), **values)
-    summary = audit(config, args.work_dir)
-    command = "python -m utils audit " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in values.items())
-    out = Path(args.out)
-    fileio.write_text(out, markdown(summary, command.strip()))
-    fileio.write_json(out.with_suffix(".json"), summary)
-    print(markdown(summary, command.strip()))
-    print(f"report: {paths.display(out)}")
+    from utils.studies import audit_report
+
+    config = config_from_args(args)
+    work_dir = Path(args.work_dir) if args.work_dir else \
+        paths.runs_dir() / f"leakage-audit-{config.dataset}"
+    summary = audit(config, work_dir)
+    summary["command"] = command_line(config) + (f" --out {args.out}" if args.out else "")
+    out = Path(args.out) if args.out else work_dir / "leakage_audit.md"
+    written = audit_report.write_report(summary, out)
+    print(audit_report.plain_summary(summary))
+    print("report: " + ", ".join(paths.display(p) for p in written))
     return 0

@@ -23,6 +23,8 @@ from typing import Literal
 import keras
 import numpy as np
 
+from utils.errors import ConfigError
+
 PreprocessingMode = Literal["tf", "torch", "caffe", "none"]
 
 # Constants of keras.applications.imagenet_utils.preprocess_input (keras/src/applications/).
@@ -257,13 +259,13 @@ def list_backbones() -> tuple[str, ...]:
 def get_backbone(name: str | Backbone) -> Backbone:
     """The registry entry for `name` (case-insensitive); a Backbone is returned unchanged.
 
-    Raises ValueError listing the valid names for an unknown name.
+    Raises ConfigError (a ValueError) listing the valid names for an unknown name.
     """
     if isinstance(name, Backbone):
         return name
     try:
         return REGISTRY[str(name).lower()]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown backbone {name!r}; valid backbones: {', '.join(list_backbones())}"
         ) from None

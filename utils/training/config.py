@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from utils import fileio
 from utils.augmentation.modes import AUGMENT_MODES
+from utils.errors import ConfigError
 
 IMBALANCE_MODES = ("class_weight", "sampling", "none")
 RESIZE_POLICIES = ("crop", "pad", "squash")
@@ -31,6 +33,27 @@ DATASET_CHOICES = ("ham10000", "isic2019", "synthetic", "synthetic_isic2019")
 # What a run without a data folder trains on (the generated synthetic default of that layout).
 SYNTHETIC_OF = {"ham10000": "synthetic", "synthetic": "synthetic", "isic2019": "synthetic_isic2019",
                 "synthetic_isic2019": "synthetic_isic2019"}
+# The accepted values of the fields that take one of a few words (checked in __post_init__,
+# offered as `choices` by the train command line).
+FIELD_CHOICES: dict[str, tuple] = {
+    "dataset": DATASET_CHOICES, "augment": AUGMENT_MODES, "imbalance": IMBALANCE_MODES,
+    "resize_policy": RESIZE_POLICIES, "lr_schedule": LR_SCHEDULES, "mixed_precision": TRI_STATE,
+    "jit_compile": TRI_STATE, "strategy": STRATEGIES, "optimizer": OPTIMIZERS,
+    "weight_average": WEIGHT_AVERAGES,
+}
+# (field, lowest accepted value, whether the lowest value itself is accepted); None values skip.
+FIELD_MINIMUMS: tuple[tuple[str, float, bool], ...] = (
+    ("epochs", 0, True), ("stage1_epochs", 0, True), ("stage2_epochs", 0, True),
+    ("batch_size", 1, True), ("image_size", 1, True), ("subset", 1, True),
+    ("synthetic_images", 1, True), ("steps_per_epoch", 1, True), ("patience", 0, True),
+    ("seed", 0, True), ("learning_rate", 0, False), ("stage1_lr", 0, False),
+    ("stage2_lr", 0, False), ("dropout", 0, True), ("bn_momentum", 0, True),
+    ("weight_decay", 0, True), ("warmup_epochs", 0, True), ("label_smoothing", 0, True),
+    ("mixup_alpha", 0, True), ("cutmix_alpha", 0, True), ("mix_prob", 0, True),
+    ("ema_decay", 0, True), ("swa_start", 0, True), ("budget_s", 0, True),
+)
+# Fields that are fractions: at most 1.
+FIELD_FRACTIONS = ("label_smoothing", "mix_prob", "ema_decay", "swa_start")
 
 
 @dataclass(frozen=True)
@@ -60,7 +83,8 @@ class TrainConfig:
     batch_size: int = 32  # global batch size (split across replicas under a strategy)
     lr_schedule: str = "plateau"  # plateau (ReduceLROnPlateau) | cosine | constant
     patience: int = 6  # early-stopping patience in epochs on val_balanced_accuracy (0 = off)
-    steps_per_epoch: int | None = None  # cap on training steps per epoch (None = whole split)
+    select_best: bool = True  # keep the best validation epoch (False: the last epoch's weights)
+    steps_per_epoch: int | None = None  # steps per epoch (None: one pass; set: the stream repeats)
     # --- data handling ---
     augment: str = "online"  # none | online (tf.data) | offline (balanced manifest) | both
     balance_target: int | None = None  # offline balancing: images per class in train (None = max)
@@ -86,39 +110,34 @@ class TrainConfig:
     ema_decay: float = 0.998  # EMA decay per step (averages about 1 / (1 - decay) steps)
     swa_start: float = 0.5  # SWA averages the epoch-end weights from this fraction of epochs on
     # --- wall-clock budget (utils.training.budget) ---
-    budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-8min | cpu-5min
+    budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-5min
     budget_s: float | None = None  # whole-run wall clock (s): epochs sized by measuring; 0 = off
     # --- misc ---
     smoke: bool = False  # a tiny run that checks the code path, not a result
     verbose: int = 2  # Keras fit verbosity (2 = one line per epoch, CI friendly)
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASET_CHOICES)
-        _check_choice("augment", self.augment, AUGMENT_MODES)
-        _check_choice("imbalance", self.imbalance, IMBALANCE_MODES)
-        _check_choice("resize_policy", self.resize_policy, RESIZE_POLICIES)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_choice("mixed_precision", self.mixed_precision, TRI_STATE + (True, False))
-        _check_choice("jit_compile", self.jit_compile, TRI_STATE + (True, False))
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("weight_average", self.weight_average, WEIGHT_AVERAGES)
-        for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "warmup_epochs"):
-            if float(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ("label_smoothing", "mix_prob", "ema_decay", "swa_start"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)!r}")
+        for name, choices in FIELD_CHOICES.items():
+            resolved = (True, False) if name in ("mixed_precision", "jit_compile") else ()
+            _check_choice(name, getattr(self, name), choices + resolved)
+        for name, lowest, inclusive in FIELD_MINIMUMS:
+            _check_minimum(name, getattr(self, name), lowest, inclusive)
+        if self.dropout >= 1 or (self.bn_momentum is not None and self.bn_momentum >= 1):
+            raise ConfigError(f"dropout={self.dropout!r} and bn_momentum={self.bn_momentum!r} "
+                              "must be below 1")
+        for name in FIELD_FRACTIONS:
+            if float(getattr(self, name)) > 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be at most 1")
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-            raise ValueError(
+            raise ConfigError(
                 f"split_fractions must be three non-negative numbers summing to 1, got "
                 f"{self.split_fractions!r}"
             )
         object.__setattr__(self, "split_fractions", fractions)
         for name in ("epochs", "stage1_epochs", "stage2_epochs", "batch_size"):
             if int(getattr(self, name)) < 0 or (name == "batch_size" and self.batch_size < 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
 
     @property
     def pretrained(self) -> bool:
@@ -139,7 +158,8 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; valid fields: {sorted(known)}")
+            raise ConfigError(f"unknown TrainConfig fields {unknown}; valid fields: "
+                              f"{sorted(known)}")
         values = dict(data)
         if "split_fractions" in values:
             values["split_fractions"] = tuple(values["split_fractions"])
@@ -159,8 +179,9 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike) -> "TrainConfig":
         try:
             return cls.from_json(Path(path).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, TypeError) as error:
-            raise ValueError(f"{path}: not a valid TrainConfig JSON ({error})") from None
+        except (json.JSONDecodeError, TypeError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError(f"{path}: not a valid TrainConfig JSON ({error}); restore it or "
+                              "start a new run folder") from None
 
     def resolve(self, gpu_visible: bool | None = None) -> "TrainConfig":
         """Fill defaults: image size from the registry (smoke: tiny), BN momentum, hardware flags;
@@ -172,7 +193,7 @@ class TrainConfig:
         if size is None:
             size = spec.min_size if self.smoke else spec.default_size
         if size < spec.min_size:
-            raise ValueError(
+            raise ConfigError(
                 f"image_size {size} is below {spec.name}'s minimum of {spec.min_size} px; "
                 f"use --image-size {spec.min_size} or more"
             )
@@ -192,12 +213,22 @@ class TrainConfig:
         )
 
 
-def field_comments() -> dict[str, str]:
-    """{field: its comment} read from this class's source (the CLI's --help text)."""
+def backbone_name(name: str) -> str:
+    """A backbone name the registry knows, kept as typed (ConfigError listing them otherwise):
+    the command-line check of --backbone."""
+    from utils.training import backbones
+
+    backbones.get_backbone(name)
+    return name
+
+
+def field_comments(cls: type = None) -> dict[str, str]:
+    """{field: its comment} read from a config dataclass's source (default TrainConfig): the
+    commands' --help text."""
     import inspect
 
     comments = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
+    for line in inspect.getsource(cls or TrainConfig).splitlines():
         name, colon, rest = line.strip().partition(":")
         if colon and name.isidentifier() and "  # " in rest:
             comments[name] = rest.split("  # ", 1)[1].strip()
@@ -206,7 +237,17 @@ def field_comments() -> dict[str, str]:
 
 def _check_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def _check_minimum(name: str, value: Any, lowest: float, inclusive: bool) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    if value < lowest or (value == lowest and not inclusive):
+        bound = f">= {lowest}" if inclusive else f"> {lowest}"
+        raise ConfigError(f"{name}={value!r} must be {bound}")
 
 
 def _tri_state(value: str | bool, gpu_visible: bool) -> bool:
@@ -239,7 +280,7 @@ PRESETS: dict[str, TrainConfig] = {
 def preset(name: str, **overrides: Any) -> TrainConfig:
     """A dataset preset with field overrides, e.g. preset("ham10000", backbone="vgg16")."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides)
 
 

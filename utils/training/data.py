@@ -61,12 +61,14 @@ def build_manifest(config: TrainConfig) -> pd.DataFrame:
 
 def offline_balance(manifest: pd.DataFrame, config: TrainConfig) -> pd.DataFrame:
     """Augment the training split offline up to the balance target (utils.augmentation.balance);
-    the output folder under data/processed/balanced/ is keyed by the training images, size and
-    seed."""
+    the output folder under data/processed/balanced/ is keyed by the training images (ids and
+    paths), size and seed."""
     from utils.augmentation import balance
 
-    train_ids = manifest.loc[manifest["split"] == "train", "image_id"].astype(str)
-    key = hashlib.sha256("\n".join(sorted(train_ids)).encode()).hexdigest()[:12]
+    train = manifest.loc[manifest["split"] == "train"]
+    # keyed by ids and paths: a regenerated dataset (same ids, new folder) gets new copies
+    train_files = sorted(train["image_id"].astype(str) + "\t" + train["path"].astype(str))
+    key = hashlib.sha256("\n".join(train_files).encode()).hexdigest()[:12]
     out_dir = (paths.processed_dir() / "balanced" /
                f"{config.dataset}-{config.image_size}px-seed{config.seed}-{key}")
     return balance.balance_manifest(manifest, out_dir, target=config.balance_target,
@@ -86,17 +88,21 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
     """train/val/test tf.data pipelines and the training steps per epoch."""
     from utils.training import mixing, pipeline
 
+    if not config.cache:  # every split at once: one error lists every bad file
+        pipeline.require_images(manifest)
     common = dict(image_size=config.image_size, batch_size=config.batch_size,
                   num_classes=num_classes, seed=config.seed, resize_policy=config.resize_policy,
-                  cache=config.cache, deterministic=config.deterministic)
+                  cache=config.cache, deterministic=config.deterministic,
+                  check_images=config.cache)  # with a cache: per split, unless cached already
     train_rows = manifest[manifest["split"] == "train"]
     result = {
         "train": pipeline.make_dataset(train_rows, training=True, augment=online_augment(config),
                                        balanced=config.imbalance == "sampling", **common),
         "steps": pipeline.steps_for(len(train_rows), config.batch_size),
     }
-    if config.steps_per_epoch:
-        result["steps"] = min(result["steps"], config.steps_per_epoch)
+    if config.steps_per_epoch:  # a fixed number of steps per epoch: an endless stream
+        result["steps"] = config.steps_per_epoch
+        result["train"] = result["train"].repeat()
     if mixing.mixes(config):  # soft labels: class weights travel as sample weights
         result["train"] = mixing.mix_batches(result["train"], config.mixup_alpha,
                                              config.cutmix_alpha, config.mix_prob, config.seed)

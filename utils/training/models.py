@@ -30,10 +30,12 @@ inference mode), recompile with a lower learning rate, fit again.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import keras
 
+from utils.errors import ConfigError, ModelFileError, UserError
 from utils.training.backbones import REGISTRY, Backbone, CaffePreprocess, get_backbone
 from utils.training.config import FROM_SCRATCH_BN_MOMENTUM
 
@@ -49,12 +51,16 @@ __all__ = [
     "freeze_backbone",
     "unfreeze_from",
     "load_model",
+    "load_weights_file",
     "keras_cache_dir",
 ]
 
+# What loading a model or weights file raises when the file is damaged or of another model.
+LOAD_ERRORS = (ValueError, TypeError, KeyError, AttributeError, OSError, EOFError,
+               zipfile.BadZipFile)
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(UserError, RuntimeError):
     """ImageNet weights neither cached nor downloadable; the message names the file and folder."""
 
 
@@ -81,7 +87,7 @@ def keras_cache_dir() -> Path:
 
 def _check_size(spec: Backbone, image_size: int) -> None:
     if int(image_size) != image_size or image_size < spec.min_size:
-        raise ValueError(
+        raise ConfigError(
             f"image_size={image_size!r} is below the minimum of {spec.name}: use an integer "
             f">= {spec.min_size} (default {spec.default_size})"
         )
@@ -135,7 +141,7 @@ def build_backbone(
         return _imagenet_backbone(spec, input_shape)
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingModelFileError(
             f"weights file {path} does not exist: pass None, 'imagenet', or the path of a no-top "
             f"weights file of {spec.name} (e.g. {spec.imagenet_weights_file(size)} or a "
             ".weights.h5)"
@@ -143,8 +149,32 @@ def build_backbone(
     model = spec.constructor(
         include_top=False, weights=None, input_shape=input_shape, name=spec.key
     )
-    model.load_weights(str(path))  # .weights.h5 (Keras 3) or legacy .h5 (Keras-distributed)
+    # .weights.h5 (Keras 3) or legacy .h5 (Keras-distributed)
+    load_weights_file(model, path, f"is not a no-top weights file of {spec.name} at {size} px",
+                      f"pass the no-top weights of {spec.name} (e.g. "
+                      f"{spec.imagenet_weights_file(size)}), 'imagenet' or None")
     return model
+
+
+class MissingModelFileError(ModelFileError, FileNotFoundError):
+    """A model or weights file that does not exist (also a FileNotFoundError)."""
+
+
+def load_weights_file(model: keras.Model, path: str | os.PathLike, mismatch: str,
+                      fix: str) -> keras.Model:
+    """model.load_weights(path), with ModelFileError naming the file when it is damaged or of
+    another architecture (`mismatch` says what it is not, `fix` what to do)."""
+    path = Path(path)
+    try:
+        model.load_weights(str(path))
+    except LOAD_ERRORS as error:
+        raise ModelFileError(f"{path}: {mismatch} ({_first_line(error)}); {fix}") from None
+    return model
+
+
+def _first_line(error: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(error).split("\n\n")[0].split())
+    return (text[:limit] + "...") if len(text) > limit else text or type(error).__name__
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> int:
@@ -252,10 +282,28 @@ def unfreeze_from(model: keras.Model, layer_name: str | None = None) -> keras.Mo
 
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:
-    """Load a .keras model with safe_mode=True (this module registers the custom layers)."""
+    """Load a .keras model with safe_mode=True (this module registers the custom layers).
+
+    ModelFileError naming the file when it is missing, not a .keras archive, truncated, or
+    refused by safe mode (a Lambda layer: arbitrary Python code, which is never run here)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"model file {path} does not exist (expected a .keras file of a run folder)"
-        )
-    return keras.saving.load_model(path, safe_mode=True, compile=compile)
+        raise MissingModelFileError(
+            f"{path}: model file not found (expected the model.keras of a run folder)")
+    if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path}: not a readable .keras file (truncated, or not a Keras zip archive); copy "
+            "it again from its run folder or train the model again")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
+    except LOAD_ERRORS as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ModelFileError(
+                f"{path}: refused: the model holds Python code (e.g. a Lambda layer), which "
+                "safe mode does not load and this project never runs. Use a model built and "
+                "saved by this project (python -m utils train), whose layers load safely"
+            ) from None
+        raise ModelFileError(
+            f"{path}: cannot be loaded as a Keras model ({_first_line(error)}); it may be "
+            "truncated or written by another program: copy it again or train it again"
+        ) from None

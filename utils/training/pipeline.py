@@ -21,6 +21,7 @@ import pandas as pd
 import tensorflow as tf
 
 from utils import paths
+from utils.data import images
 
 AUTOTUNE = tf.data.AUTOTUNE
 RESIZE_POLICIES = ("crop", "pad", "squash")
@@ -203,6 +204,7 @@ def make_dataset(
     cache: bool | None = None,
     balanced: bool = False,
     deterministic: bool = True,
+    check_images: bool = True,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in [0, 255], one-hot float32 labels) from manifest rows.
 
@@ -213,6 +215,11 @@ def make_dataset(
         `cache` defaults to True when `cache_dir` is given.
     balanced: training only - an endless stream with equal class probabilities (give
         `steps_per_epoch` to fit); the alternative to class weights.
+    check_images: pass every file through the image gate first (utils.data.images: header
+        reads; 0.4 s for HAM10000's 10,015 files, reports/image_gate.md) and raise one
+        DataError listing every refused file -- TF's
+        decoder would otherwise stop mid-epoch, or decode a huge header as a grey canvas. Skipped
+        when a complete on-disk cache of these rows exists (the files are not read then).
     """
     if len(frame) == 0:
         raise ValueError("make_dataset: the manifest selection is empty (no rows to load)")
@@ -223,6 +230,10 @@ def make_dataset(
             f"{bad.iloc[0].get('image_id', bad.index[0])!r} is outside 0..{num_classes - 1}"
         )
     use_cache = bool(cache) if cache is not None else cache_dir is not None
+    cached = use_cache and not balanced and Path(
+        f"{cache_path(frame, image_size, resize_policy, cache_dir)}.index").is_file()
+    if check_images and not cached:
+        require_images(frame)
     if balanced and training:
         dataset = _balanced_dataset(frame, image_size, seed, resize_policy, cache_dir, use_cache)
     else:
@@ -246,6 +257,15 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic
     return dataset.with_options(options).prefetch(AUTOTUNE)
+
+
+def require_images(frame: pd.DataFrame) -> None:
+    """DataError listing every file of the manifest rows that the image gate refuses."""
+    source = frame.attrs.get("source", "the manifest")
+    images.require_images(
+        frame["path"].astype(str).tolist(), f"the images of {source}",
+        "Run `python -m utils check <data folder>` for every problem; restore these files or "
+        "remove their rows from the manifest.")
 
 
 def steps_for(n_images: int, batch_size: int) -> int:

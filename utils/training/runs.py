@@ -6,21 +6,31 @@ config.json (resolved TrainConfig), manifest.csv (the split trained on), history
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
 run_info.json (time, device, versions), budget.json (a budgeted run's measurements, sizes and
 outcome), checkpoints/ (best epoch, finished stages, the running weight average) and backup/
-(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster), and the
-evaluation outputs metrics.json / metrics.csv / plots/.
+(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster), .lock
+(held by the process training into the folder), and the evaluation outputs metrics.json /
+metrics.csv / plots/.
 """
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 
 from utils import paths
+from utils.errors import UserError
 from utils.training.config import TrainConfig
+
+try:  # POSIX; elsewhere runs are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 CONFIG = "config.json"
 MANIFEST = "manifest.csv"
@@ -32,6 +42,11 @@ BEST_CHECKPOINT = Path("checkpoints") / "best.weights.h5"
 BACKUP_DIR = "backup"
 LOGS_DIR = "logs"
 PLOTS_DIR = "plots"
+LOCK = ".lock"  # flock-ed by the training process; holds its pid, host and start time
+
+
+class RunLockedError(UserError, RuntimeError):
+    """Another process is training into the same run folder."""
 
 
 BUDGET = "budget.json"  # the wall-clock budget's measurements and chosen sizes (training.budget)
@@ -77,6 +92,49 @@ def new_run_dir(config: TrainConfig, root: str | os.PathLike | None = None) -> P
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run folder under {root} named {base}-*")
+
+
+@contextmanager
+def lock_run(run_dir: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on `run_dir` (flock on <run>/.lock) while the block runs.
+
+    RunLockedError naming the folder and the holder (pid, host, start time) when another process
+    holds it. The kernel drops the lock when its process dies, so a stale .lock file left by a
+    killed run never blocks a resume."""
+    path = Path(run_dir) / LOCK
+    handle = open(path, "a+", encoding="utf-8")
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunLockedError(
+                f"{paths.display(run_dir)} is in use by {holder}: two runs writing one run "
+                "folder would corrupt it. Wait for that run to finish (or stop it), or pass "
+                "another --run-dir") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield path
+    finally:
+        handle.close()  # closing the file releases the lock
+
+
+def completed_epochs(run_dir: str | os.PathLike) -> int:
+    """Epochs logged in history.csv (0 without one; 1 when it exists but cannot be read, so an
+    unreadable history never counts as "nothing to keep")."""
+    history = Path(run_dir) / HISTORY
+    if not history.is_file():
+        return 0
+    try:
+        return len(pd.read_csv(history))
+    except (ValueError, OSError):  # pandas' EmptyDataError and ParserError are ValueErrors
+        return 0 if history.stat().st_size == 0 else 1
 
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Path]:

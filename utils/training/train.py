@@ -6,6 +6,12 @@ predictions CSVs. With pre-trained weights, stage 1 trains the head on a frozen 
 stage 2 fine-tunes from the registry's block boundary at a lower learning rate (BatchNorm kept in
 inference mode); from scratch (weights=None) the whole network trains in one stage with
 BatchNorm momentum 0.9. A killed run resumes from its last completed epoch (BackupAndRestore).
+
+Failures: the options, data folder, manifest and weights file are checked before a run folder
+is made; the process training into a folder holds its lock (utils.training.runs.lock_run), so a
+second run pointed at it stops with a message; a run that fails before completing an epoch
+removes the folder it made; a NaN loss stops the run with TrainingDivergedError (the best
+checkpoint is kept); a damaged resume state stops it with the file to delete.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import dataclasses
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
 import typing
@@ -24,11 +31,19 @@ import numpy as np
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import checked
 from utils.data.manifest import check_manifest, load_manifest, save_manifest
+from utils.errors import ConfigError, DataError
 from utils.scoring.predictions import write_predictions as write_predictions_csv
 from utils.training import budget, runs
-from utils.training.callbacks import best_so_far, make_callbacks
-from utils.training.config import TrainConfig, smoke_config
+from utils.training.callbacks import (
+    backup_dir,
+    best_so_far,
+    check_resume_state,
+    make_callbacks,
+    trim_history,
+)
+from utils.training.config import FIELD_CHOICES, TrainConfig, backbone_name, smoke_config
 from utils.training.data import build_manifest, dataset_info, make_datasets
 from utils.training.devices import configure_devices
 
@@ -73,8 +88,11 @@ def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_di
             models.unfreeze_from(model, _unfreeze_layer(config))
         done = stage_weights(run_dir, stage)
         if done.is_file():  # finished before a restart: take its weights, go on
-            model.load_weights(str(done))
+            models.load_weights_file(model, done, f"does not fit this run's {config.backbone}",
+                                     f"delete it to train stage {stage} again")
             continue
+        if not backup_dir(run_dir, stage).is_dir():  # no resume state: the stage starts over
+            trim_history(run_dir, plan["start"])
         if not compiled:
             _compile(model, plan["lr"], config)
         compiled = False
@@ -167,10 +185,7 @@ def run_info(started: float, config: TrainConfig, run_dir: Path, strategy: Any) 
 def prepare_run(config: TrainConfig, run_dir: str | os.PathLike | None,
                 runs_root: str | os.PathLike | None = None) -> tuple[TrainConfig, Path]:
     """A new run folder (under runs_root, default runs/), or an existing one to resume (its
-    config.json wins). In a multi-worker cluster, non-chief workers use a sub-folder of it."""
-    from utils.training.devices import worker_run_dir
-
-    run_dir = worker_run_dir(run_dir)
+    config.json wins)."""
     if run_dir is not None and (Path(run_dir) / runs.CONFIG).is_file():
         run_dir = Path(run_dir)
         return TrainConfig.load(run_dir / runs.CONFIG), run_dir
@@ -183,19 +198,66 @@ def prepare_run(config: TrainConfig, run_dir: str | os.PathLike | None,
     return config, run_dir
 
 
+def check_inputs(config: TrainConfig, run_dir: str | os.PathLike | None = None) -> TrainConfig:
+    """The resolved config a run will use (a resumed folder's config.json wins), checked before
+    any folder is made: option values (ConfigError), the data folder's layout, the manifest and
+    the weights file (DataError / ModelFileError naming them)."""
+    from utils.training import models
+
+    if run_dir is not None and (Path(run_dir) / runs.CONFIG).is_file():
+        config = TrainConfig.load(Path(run_dir) / runs.CONFIG)
+        resuming_data = (Path(run_dir) / runs.MANIFEST).is_file()
+    else:
+        config, resuming_data = config.resolve(), False
+    if not resuming_data and config.manifest is not None:
+        if not Path(config.manifest).is_file():
+            raise DataError(f"{config.manifest}: manifest not found; write one with "
+                            "`python -m utils split`")
+    elif not resuming_data and config.data_dir is not None:
+        from utils.data import readers
+
+        readers.detect_layout(config.data_dir)
+    if config.weights not in (None, "imagenet") and not Path(config.weights).expanduser().is_file():
+        raise models.MissingModelFileError(
+            f"{config.weights}: weights file not found; pass None, 'imagenet' or the path of a "
+            f"no-top weights file of {config.backbone}")
+    return config
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
           manifest: pd.DataFrame | None = None,
           runs_root: str | os.PathLike | None = None) -> Path:
     """Train per `config` into a new run folder (or resume `run_dir`); returns the folder.
 
     manifest: a split manifest to use instead of building one (ignored when resuming).
-    runs_root: where new run folders go (default runs/)."""
+    runs_root: where new run folders go (default runs/). See the module docstring for what
+    happens on bad input, a second process, a NaN loss or a damaged resume state."""
+    from utils.training.devices import worker_run_dir
+
+    started = time.time()
+    run_dir = worker_run_dir(run_dir)  # non-chief workers of a cluster: a sub-folder of it
+    config = check_inputs(config, run_dir)
+    created = run_dir is None or not Path(run_dir).exists()
+    folder = runs.new_run_dir(config, root=runs_root) if run_dir is None else Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with runs.lock_run(folder):
+        try:
+            config, folder = prepare_run(config, folder)
+            return _train_in(config, folder, manifest, started)
+        except BaseException:
+            if created and runs.completed_epochs(folder) == 0:  # nothing worth keeping
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+
+def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
+              started: float) -> Path:
+    """The training itself, in a prepared and locked run folder."""
     import keras
 
     from utils.training import models
 
-    started = time.time()
-    config, run_dir = prepare_run(config, run_dir, runs_root)
+    check_resume_state(run_dir, [plan["stage"] for plan in stage_plan(config)])
     keras.utils.set_random_seed(config.seed)
     info = dataset_info(config)
     if (run_dir / runs.MANIFEST).is_file():
@@ -242,9 +304,13 @@ def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConf
     predictions and run_info.json (the one writer of these files)."""
     import tensorflow as tf
 
+    from utils.training import models
+
     best = run_dir / runs.BEST_CHECKPOINT
-    if best.is_file():  # same model object: its traced predict function is reused
-        model.load_weights(str(best))
+    if best.is_file() and config.select_best:  # same model object: traced predict reused
+        models.load_weights_file(model, best, "is not a checkpoint of this run's model",
+                                 "delete it and run again to keep the last epoch's model "
+                                 "instead, or train a new run")
     with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
         model.save(str(tmp))
     write_predictions(model, data, manifest, dataset_info(config).classes, run_dir)
@@ -279,7 +345,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif kind == "tuple":
             parser.add_argument(flag, type=float, nargs=3, default=None, metavar="F",
                                 help=comments.get(item.name))
+        elif item.name in FIELD_CHOICES:
+            parser.add_argument(flag, choices=FIELD_CHOICES[item.name], default=None,
+                                help=comments.get(item.name))
         else:
+            kind = checked(backbone_name, "backbone") if item.name == "backbone" else kind
             parser.add_argument(flag, type=kind, default=None, metavar=item.name.upper(),
                                 help=comments.get(item.name))
     parser.add_argument("--preset", choices=("ham10000", "isic2019", "synthetic"), default=None,
@@ -306,15 +376,20 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, item.name, None)
         if value is not None and item.name not in ("smoke", "budget"):
             overrides[item.name] = _none_literal(value) if item.name == "weights" else value
-    if args.smoke:
-        base = smoke_config()
-    elif args.preset:
-        base = preset(args.preset)
-    else:
-        base = TrainConfig()
-    if getattr(args, "budget", None):  # the budget's recipe, then the explicit options
-        base = budget.apply_budget(args.budget, base)
-    return dataclasses.replace(base, **overrides)
+    try:
+        if args.smoke:
+            base = smoke_config()
+        elif args.preset:
+            base = preset(args.preset)
+        else:
+            base = TrainConfig()
+        if getattr(args, "budget", None):  # the budget's recipe, then the explicit options
+            base = budget.apply_budget(args.budget, base)
+        return dataclasses.replace(base, **overrides)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:  # a field's own check: still the user's option
+        raise ConfigError(f"bad training option: {error}") from None
 
 
 def run(args: argparse.Namespace) -> int:
