@@ -87,6 +87,12 @@ def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
     return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}.tfdata"
 
 
+def cache_complete(path: Path) -> bool:
+    """True when the cache at `path` was written completely (cached_images renames it into
+    place only then)."""
+    return (Path(path) / "dataset_spec.pb").is_file()
+
+
 def cached_images(dataset: tf.data.Dataset, path: Path, n_images: int) -> tf.data.Dataset:
     """The (image, label) elements of `dataset` from an on-disk cache at `path`, written once.
 
@@ -97,7 +103,7 @@ def cached_images(dataset: tf.data.Dataset, path: Path, n_images: int) -> tf.dat
     benchmark's partial read discards it, "the calling iterator did not fully read the dataset
     being cached", and decodes again every epoch), and it warns so even after a complete read."""
     path = Path(path)
-    if not (path / "dataset_spec.pb").is_file():
+    if not cache_complete(path):
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -230,8 +236,8 @@ def make_dataset(
             f"{bad.iloc[0].get('image_id', bad.index[0])!r} is outside 0..{num_classes - 1}"
         )
     use_cache = bool(cache) if cache is not None else cache_dir is not None
-    cached = use_cache and not balanced and Path(
-        f"{cache_path(frame, image_size, resize_policy, cache_dir)}.index").is_file()
+    cached = use_cache and not balanced and cache_complete(
+        cache_path(frame, image_size, resize_policy, cache_dir))
     if check_images and not cached:
         require_images(frame)
     if balanced and training:
