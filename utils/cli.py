@@ -70,6 +70,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "utils.studies.ablate",
         "train with and without each preprocessing step; paired differences with CIs",
     ),
+    "select-recipe": (
+        "utils.studies.recipe_selection",
+        "paired screening runs (validation only) behind the budgeted CPU recipe",
+    ),
+    "headtohead": (
+        "utils.studies.headtohead",
+        "the paper's backbones trained with one recipe for the same wall clock each",
+    ),
 }
 
 

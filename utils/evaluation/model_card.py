@@ -22,7 +22,7 @@ from utils.evaluation import checklist
 from utils.evaluation.subgroups import MIN_SUBGROUP_IMAGES
 from utils.scoring import metrics
 from utils.tables import format_ci, markdown_table
-from utils.training import runs
+from utils.training import budget, runs
 from utils.training.config import TrainConfig
 
 PER_CLASS = (("precision", "precision"), ("sensitivity", "recall (sensitivity)"),
@@ -287,8 +287,10 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
                           else "one stage, whole network, BatchNorm learning") + "; "
         f"augmentation {config.augment}, imbalance handling {config.imbalance}, "
         f"seed {config.seed}; {info.get('epochs_completed', '?')} epochs in "
-        f"{info.get('duration_s', 0):.0f} s on {info.get('device', '?')}; the weights of the "
-        "epoch with the best validation balanced accuracy.", "",
+        f"{info.get('duration_s', 0):.0f} s on {info.get('device', '?')}; "
+        + ("the weights of the epoch with the best validation balanced accuracy."
+           if config.select_best else "the weights of the last epoch (or their average)."),
+        budget.recipe_line(config), *budget.card_lines(Path(run_dir), config), "",
         "## Data", *data_lines(config, manifest), "",
         *metrics_lines(result), "", *per_class_lines(result), "", *confusion_lines(result), "",
         "Plots: [training curves](plots/training_curves.png), "

@@ -24,10 +24,11 @@ from typing import Any
 import pandas as pd
 
 from utils import fileio, paths
+from utils.arguments import non_negative_float
 from utils.augmentation.modes import AUGMENT_MODES
 from utils.data.manifest import load_manifest
 from utils.evaluation.submission import OFFICIAL_NAME
-from utils.training import runs
+from utils.training import budget, runs
 from utils.training.config import PRESETS, SYNTHETIC_OF, TrainConfig, preset
 
 # The synthetic default: 1,000 generated images (look-alike classes and 15 % label noise, as
@@ -72,13 +73,16 @@ class JobConfig:
 
 
 def job_config(data_dir: str | None = None, dataset: str = "ham10000",
-               **train_overrides: Any) -> JobConfig:
+               budget_name: str | None = None, **train_overrides: Any) -> JobConfig:
     """The synthetic default (in the layout of `dataset`: labelled synthetic or
-    synthetic_isic2019), or the dataset preset when a data folder is given."""
+    synthetic_isic2019), or the dataset preset when a data folder is given; a budget
+    (utils.training.budget) puts its recipe and wall clock on top."""
     if data_dir is None:
         base = replace(SYNTHETIC_DEFAULT, dataset=SYNTHETIC_OF[dataset])
     else:
         base = preset(dataset, data_dir=str(data_dir))
+    if budget_name:
+        base = budget.apply_budget(budget_name, base)
     return JobConfig(train=replace(base, **train_overrides))
 
 
@@ -251,10 +255,10 @@ def _defaults(name: str) -> str:
     return f"(default: {synthetic} on the synthetic default, {real} with --data-dir)"
 
 
+# the options written into the model card's command line
 OPTION_ORDER = ("data_dir", "dataset", "backbone", "image_size", "weights", "epochs",
-                "batch_size", "seed", "subset", "augment", "preprocess", "protocol", "n_boot",
-                "gradcam_images",
-                "report_dir")  # the options written into the model card's command line
+                "batch_size", "seed", "subset", "augment", "preprocess", "protocol", "budget",
+                "budget_s", "n_boot", "gradcam_images", "report_dir")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -305,6 +309,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preprocess", default=None,
                         help="dermoscopy preprocessing: none | colour,hair,fov (recorded in the "
                              "run's config; applied at evaluation and predict too; default: none)")
+    parser.add_argument("--budget", default=None, choices=sorted(budget.BUDGETS),
+                        help="train the budget's CPU recipe (utils/training/budget.py), its "
+                        "epochs sized by measuring on this machine to fit the budget's wall "
+                        "clock (default: none)")
+    parser.add_argument("--budget-s", type=non_negative_float, default=None, metavar="S",
+                        help="override the budget's seconds; 0 = no sizing, train --epochs "
+                        "(default: the budget's)")
     parser.add_argument("--n-boot", type=_count(0), default=1000,
                         help="bootstrap replicates of every CI (default: 1000)")
     parser.add_argument("--gradcam-images", type=_count(0), default=60,
@@ -332,11 +343,16 @@ def job_from_args(args: argparse.Namespace) -> JobConfig:
         overrides["weights"] = None if args.weights.lower() in ("none", "null") else args.weights
     if args.protocol == "paper" and args.augment is None:
         overrides["augment"] = "offline"  # the published protocol augments before splitting
+    budget_name = getattr(args, "budget", None)
+    if getattr(args, "budget_s", None) is not None:
+        overrides["budget_s"] = float(args.budget_s)
     if args.epochs is not None:
-        weighted = overrides.get("weights", "imagenet" if args.data_dir else None)
+        default_weights = (budget.get_budget(budget_name).recipe.get("weights") if budget_name
+                           else "imagenet" if args.data_dir else None)
+        weighted = overrides.get("weights", default_weights)
         overrides["stage2_epochs" if weighted else "epochs"] = args.epochs
-    job = replace(job_config(args.data_dir, args.dataset, **overrides), n_boot=args.n_boot,
-                  gradcam_images=args.gradcam_images, protocol=args.protocol,
+    job = replace(job_config(args.data_dir, args.dataset, budget_name, **overrides),
+                  n_boot=args.n_boot, gradcam_images=args.gradcam_images, protocol=args.protocol,
                   corruptions=not args.no_corruptions, external=tuple(args.external))
     job.train.resolve(gpu_visible=False)  # backbone and size checked before any folder is made
     return job

@@ -206,18 +206,37 @@ def best_so_far(run_dir: Path) -> float | None:
 
 
 def make_callbacks(run_dir: Path, config: TrainConfig, val_dataset: Any, val_labels: np.ndarray,
-                   stage: int, stage_epochs: int) -> list:
-    """Validation metrics first (later callbacks read its logs), then logging/checkpoints."""
+                   stage: int, stage_epochs: int, start_epoch: int = 0,
+                   deadline: float | None = None, base_lr: float | None = None) -> list:
+    """Resume, weight averaging, validation metrics (later callbacks read its logs), then
+    logging/checkpoints; a wall-clock `deadline` (time.time()) stops training before an epoch
+    that would end after it."""
     import keras
 
+    from utils.training import averaging
+
+    # A NaN stop first (no later callback sees NaN weights), the resume state (it saves the
+    # trained weights), the weight average (it swaps the averaged weights in at epoch end), then
+    # what must see the averaged model.
     callbacks = [
         _nan_callback_class()(run_dir),
+        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / f"stage{stage}")),
+    ]
+    if config.lr_schedule == "cosine":
+        from utils.training import optim
+
+        callbacks.append(optim.cosine_callback(
+            config.learning_rate if base_lr is None else base_lr, config, stage_epochs))
+    average = averaging.make_callback(config, run_dir / runs.average_state_name(stage),
+                                      start_epoch, start_epoch + stage_epochs)
+    if average is not None:
+        callbacks.append(average)
+    callbacks += [
         _validation_callback_class()(val_dataset, val_labels),
         keras.callbacks.CSVLogger(str(run_dir / runs.HISTORY), append=True),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / runs.BEST_CHECKPOINT), monitor=MONITOR, mode="max", save_best_only=True,
             save_weights_only=True, initial_value_threshold=best_so_far(run_dir)),
-        keras.callbacks.BackupAndRestore(str(run_dir / runs.BACKUP_DIR / f"stage{stage}")),
         keras.callbacks.TensorBoard(str(run_dir / runs.LOGS_DIR), write_graph=False),
     ]
     if config.patience:
@@ -228,6 +247,10 @@ def make_callbacks(run_dir: Path, config: TrainConfig, val_dataset: Any, val_lab
             monitor=MONITOR, mode="max", factor=0.3,
             patience=max(2, config.patience // 2) if config.patience else 3,
             min_lr=1e-7))
+    if deadline is not None:
+        from utils.training import budget
+
+        callbacks.append(budget.deadline_callback(deadline))
     crash = os.environ.get("UTILS_TRAIN_CRASH_AFTER")  # test-only hook: "epoch:batches"
     if crash:
         epoch, batches = (int(v) for v in crash.split(":"))

@@ -25,6 +25,8 @@ RESIZE_POLICIES = ("crop", "pad", "squash")
 LR_SCHEDULES = ("plateau", "cosine", "constant")
 TRI_STATE = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+OPTIMIZERS = ("adam", "adamw")
+WEIGHT_AVERAGES = ("none", "ema", "swa")
 # BatchNorm momentum from scratch: with Keras' 0.999, MobileNetV2 trained from scratch on HAM10000
 # (96 px, class weights, 12 epochs) predicted one class in inference mode on every epoch
 # (validation balanced accuracy 0.143); with 0.9 it reached 0.546 in 10 epochs.
@@ -38,7 +40,8 @@ SYNTHETIC_OF = {"ham10000": "synthetic", "synthetic": "synthetic", "isic2019": "
 FIELD_CHOICES: dict[str, tuple] = {
     "dataset": DATASET_CHOICES, "augment": AUGMENT_MODES, "imbalance": IMBALANCE_MODES,
     "resize_policy": RESIZE_POLICIES, "lr_schedule": LR_SCHEDULES, "mixed_precision": TRI_STATE,
-    "jit_compile": TRI_STATE, "strategy": STRATEGIES,
+    "jit_compile": TRI_STATE, "strategy": STRATEGIES, "optimizer": OPTIMIZERS,
+    "weight_average": WEIGHT_AVERAGES,
 }
 # (field, lowest accepted value, whether the lowest value itself is accepted); None values skip.
 FIELD_MINIMUMS: tuple[tuple[str, float, bool], ...] = (
@@ -47,7 +50,12 @@ FIELD_MINIMUMS: tuple[tuple[str, float, bool], ...] = (
     ("synthetic_images", 1, True), ("steps_per_epoch", 1, True), ("patience", 0, True),
     ("seed", 0, True), ("learning_rate", 0, False), ("stage1_lr", 0, False),
     ("stage2_lr", 0, False), ("dropout", 0, True), ("bn_momentum", 0, True),
+    ("weight_decay", 0, True), ("warmup_epochs", 0, True), ("label_smoothing", 0, True),
+    ("mixup_alpha", 0, True), ("cutmix_alpha", 0, True), ("mix_prob", 0, True),
+    ("ema_decay", 0, True), ("swa_start", 0, True), ("budget_s", 0, True),
 )
+# Fields that are fractions: at most 1.
+FIELD_FRACTIONS = ("label_smoothing", "mix_prob", "ema_decay", "swa_start")
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,24 @@ class TrainConfig:
     deterministic: bool = True  # deterministic tf.data order (slightly slower)
     seed: int = 0  # seeds Python, NumPy, TensorFlow, the split and tf.data shuffles
     # --- hardware ---
-    mixed_precision: str = "auto"  # auto (on only when a GPU is visible) | on | off
+    mixed_precision: str = "auto"  # auto (on with a GPU) | on (GPU float16, CPU bfloat16) | off
     jit_compile: str = "auto"  # XLA; auto = on only on GPU (15x slower on this CPU) | on | off
     strategy: str = "auto"  # auto | default | mirrored (all visible devices) | multiworker
     run_eagerly: bool = False  # no tf.function tracing: faster only for tiny (smoke) runs
+    # --- recipe techniques (utils.training.optim / mixing / averaging) ---
+    optimizer: str = "adam"  # adam | adamw (Adam with decoupled weight decay)
+    weight_decay: float = 0.0  # AdamW decoupled weight decay (ignored by adam)
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up (epochs) before the cosine decay
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (0 = off)
+    mixup_alpha: float = 0.0  # mixup of training batches, lambda ~ Beta(a, a) (0 = off)
+    cutmix_alpha: float = 0.0  # CutMix of training batches, Beta(a, a) (0 = off; both: 50/50)
+    mix_prob: float = 1.0  # probability that a training batch is mixed (mixup/CutMix on)
+    weight_average: str = "none"  # none | ema (every step) | swa (epoch ends, late training)
+    ema_decay: float = 0.998  # EMA decay per step (averages about 1 / (1 - decay) steps)
+    swa_start: float = 0.5  # SWA averages the epoch-end weights from this fraction of epochs on
+    # --- wall-clock budget (utils.training.budget) ---
+    budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-5min
+    budget_s: float | None = None  # whole-run wall clock (s): epochs sized by measuring; 0 = off
     # --- misc ---
     smoke: bool = False  # a tiny run that checks the code path, not a result
     verbose: int = 2  # Keras fit verbosity (2 = one line per epoch, CI friendly)
@@ -107,6 +129,9 @@ class TrainConfig:
             raise ConfigError(f"dropout={self.dropout!r} and bn_momentum={self.bn_momentum!r} "
                               "must be below 1")
         parse_preprocessing(self.preprocess)  # ValueError naming the bad step or setting
+        for name in FIELD_FRACTIONS:
+            if float(getattr(self, name)) > 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be at most 1")
         fractions = tuple(float(f) for f in self.split_fractions)
         if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
             raise ConfigError(

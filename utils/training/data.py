@@ -99,7 +99,7 @@ def pipeline_preprocess(config: TrainConfig) -> str | None:
 
 def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int) -> dict:
     """train/val/test tf.data pipelines and the training steps per epoch."""
-    from utils.training import pipeline
+    from utils.training import mixing, pipeline
 
     if not config.cache:  # every split at once: one error lists every bad file
         pipeline.require_images(manifest)
@@ -117,6 +117,13 @@ def make_datasets(manifest: pd.DataFrame, config: TrainConfig, num_classes: int)
     if config.steps_per_epoch:  # a fixed number of steps per epoch: an endless stream
         result["steps"] = config.steps_per_epoch
         result["train"] = result["train"].repeat()
+    if mixing.mixes(config):  # soft labels: class weights travel as sample weights
+        result["train"] = mixing.mix_batches(result["train"], config.mixup_alpha,
+                                             config.cutmix_alpha, config.mix_prob, config.seed)
+        if config.imbalance == "class_weight":
+            result["train"] = mixing.add_class_weights(result["train"], pipeline.class_weights(
+                train_rows["label_index"], num_classes))
+            result["sample_weighted"] = True
     for split in ("val", "test"):
         rows = manifest[manifest["split"] == split]
         result[split] = pipeline.make_dataset(rows, training=False, **common) if len(rows) else None

@@ -2,8 +2,9 @@
 
 Images are streamed from disk (never one array of the whole dataset): parallel decode (JPEGs
 decoded at 1/2, 1/4 or 1/8 scale when much larger than the target, about 2x faster), resize by a
-policy, optional on-disk cache of the resized images, seeded shuffle re-done every epoch, online
-augmentation before batching, batching and prefetch.
+policy, optional on-disk cache of the resized images (written completely once when the dataset
+is made, then only read: no partially read cache is ever discarded), seeded shuffle re-done every
+epoch, online augmentation before batching, batching and prefetch.
 
 With a run's dermoscopy preprocessing (`preprocess`, utils.augmentation.preprocess: colour
 constancy, hair removal, field-of-view crop) `load_image` decodes at full resolution and applies
@@ -16,6 +17,7 @@ import hashlib
 import inspect
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -124,7 +126,52 @@ def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
         digest.update(f"|{spec}".encode())
     folder = Path(cache_dir) if cache_dir is not None else paths.interim_dir() / "cache"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}"
+    return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}.tfdata"
+
+
+def cache_complete(path: Path) -> bool:
+    """True when the cache at `path` was written completely (cached_images renames it into
+    place only then)."""
+    return (Path(path) / "dataset_spec.pb").is_file()
+
+
+def cached_images(dataset: tf.data.Dataset, path: Path, n_images: int) -> tf.data.Dataset:
+    """The (image, label) elements of `dataset` from an on-disk cache at `path`, written once.
+
+    The cache is written completely before anything reads it (tf.data's Dataset.save into a
+    temporary folder, renamed into place: a killed run leaves no half cache) and then read with
+    Dataset.load in the same order. `Dataset.cache(filename)` is not used: it keeps its file only
+    when an iterator reads it to the end (a run with steps_per_epoch, a balanced stream or a
+    benchmark's partial read discards it, "the calling iterator did not fully read the dataset
+    being cached", and decodes again every epoch), and it warns so even after a complete read."""
+    path = Path(path)
+    if not cache_complete(path):
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n_images, desc="caching resized images", unit="img",
+                  disable=n_images < 2000) as bar:
+
+            def tick(label: np.ndarray) -> np.int64:
+                bar.update(1)
+                return np.int64(0)
+
+            def counted(image: tf.Tensor, label: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                done = tf.numpy_function(tick, [label], tf.int64, stateful=True)
+                with tf.control_dependencies([done]):
+                    return tf.identity(image), tf.identity(label)
+
+            def shard(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
+                return tf.constant(0, tf.int64)  # one shard: Dataset.load keeps the order
+
+            dataset.map(counted).save(str(tmp), shard_func=shard)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process wrote the same cache first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tf.data.Dataset.load(str(path))
 
 
 def _is_keras_layer(augment: Any) -> bool:
@@ -149,10 +196,11 @@ def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: i
         return load_image(path, image_size, resize_policy, preprocess), label
 
     if cache:
-        # Cache the decoded, resized images in file order, then shuffle a bounded buffer.
+        # Cache the decoded, resized images in file order (filled once, completely, here), then
+        # shuffle a bounded buffer.
         dataset = dataset.map(load, num_parallel_calls=AUTOTUNE)
-        dataset = dataset.cache(str(cache_path(frame, image_size, resize_policy, cache_dir,
-                                               preprocess)))
+        dataset = cached_images(dataset, cache_path(frame, image_size, resize_policy, cache_dir,
+                                                    preprocess), len(frame))
         if training:
             dataset = dataset.shuffle(min(len(frame), CACHE_SHUFFLE_BUFFER), seed=seed,
                                       reshuffle_each_iteration=True)
@@ -239,9 +287,9 @@ def make_dataset(
         )
     use_cache = bool(cache) if cache is not None else cache_dir is not None
     cached_rows = frame.sample(frac=1.0, random_state=seed % 2**32) if training else frame
-    cached = use_cache and not balanced and Path(
-        f"{cache_path(cached_rows, image_size, resize_policy, cache_dir, preprocess)}.index"
-    ).is_file()  # the order and key _image_dataset caches under
+    cached = use_cache and not balanced and cache_complete(
+        cache_path(cached_rows, image_size, resize_policy, cache_dir, preprocess)
+    )  # the order and key _image_dataset caches under
     if check_images and not cached:
         require_images(frame)
     if balanced and training:

@@ -4,8 +4,10 @@ Every file name of a run folder is written here once; training writes the folder
 studies and tests read it through these names:
 config.json (resolved TrainConfig), manifest.csv (the split trained on), history.csv (one row per
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
-run_info.json (time, device, versions), checkpoints/ and backup/ (resume), logs/ (TensorBoard),
-.lock (held by the process training into the folder), and the evaluation outputs metrics.json /
+run_info.json (time, device, versions), budget.json (a budgeted run's measurements, sizes and
+outcome), checkpoints/ (best epoch, finished stages, the running weight average) and backup/
+(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster), .lock
+(held by the process training into the folder), and the evaluation outputs metrics.json /
 metrics.csv / plots/, selective.csv, subgroups.csv, corruptions.csv, model_card.md and
 external/<test set>/."""
 from __future__ import annotations
@@ -53,6 +55,14 @@ EXTERNAL_DIR = "external"  # external/<test set>/: predictions_test.csv, metrics
 
 class RunLockedError(UserError, RuntimeError):
     """Another process is training into the same run folder."""
+
+
+BUDGET = "budget.json"  # the wall-clock budget's measurements and chosen sizes (training.budget)
+
+
+def average_state_name(stage: int) -> Path:
+    """The running weight average of a stage (EMA/SWA, utils.training.averaging), for resume."""
+    return Path("checkpoints") / f"average_stage{stage}.npz"
 
 
 def predictions_name(split: str, variant: str = "") -> str:

@@ -35,7 +35,7 @@ from utils.arguments import checked
 from utils.data.manifest import check_manifest, load_manifest, save_manifest
 from utils.errors import ConfigError, DataError
 from utils.scoring.predictions import write_predictions as write_predictions_csv
-from utils.training import runs
+from utils.training import budget, runs
 from utils.training.callbacks import (
     backup_dir,
     best_so_far,
@@ -48,20 +48,11 @@ from utils.training.data import build_manifest, dataset_info, make_datasets
 from utils.training.devices import configure_devices
 
 
-def learning_rate(base: float, config: TrainConfig, steps: int, epochs: int) -> Any:
-    """A float, or a cosine decay over the stage when lr_schedule == "cosine"."""
-    if config.lr_schedule != "cosine":
-        return base
-    import keras
-
-    return keras.optimizers.schedules.CosineDecay(base, decay_steps=max(1, steps * epochs))
-
-
 # --------------------------------------------------------------------------- fit
 def _compile(model: Any, lr: Any, config: TrainConfig) -> None:
-    import keras
+    from utils.training import optim
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
+    model.compile(optimizer=optim.make_optimizer(config, lr), loss=optim.make_loss(config),
                   metrics=["accuracy"], run_eagerly=config.run_eagerly,
                   jit_compile=bool(config.jit_compile) and not config.run_eagerly)
 
@@ -80,8 +71,11 @@ def stage_weights(run_dir: Path, stage: int) -> Path:
 
 
 def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_dir: Path,
-               class_weight: dict | None) -> None:
-    """Run each stage of stage_plan; completed stages (on resume) are skipped."""
+               class_weight: dict | None, deadline: float | None = None,
+               compiled: bool = False) -> None:
+    """Run each stage of stage_plan; completed stages (on resume) are skipped; `deadline`
+    (time.time(), a budgeted run) stops training early; `compiled`: the model is compiled
+    (traced) for the first stage already (a budget's timing probe)."""
     from utils.training import models
 
     for plan in stage_plan(config):
@@ -99,14 +93,16 @@ def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_di
             continue
         if not backup_dir(run_dir, stage).is_dir():  # no resume state: the stage starts over
             trim_history(run_dir, plan["start"])
-        lr = learning_rate(plan["lr"], config, data["steps"], plan["end"] - plan["start"])
-        _compile(model, lr, config)
+        if not compiled:
+            _compile(model, plan["lr"], config)
+        compiled = False
         model.fit(
             data["train"], epochs=plan["end"], initial_epoch=plan["start"],
             steps_per_epoch=data["steps"], class_weight=class_weight, verbose=config.verbose,
             shuffle=False,  # tf.data shuffles (seeded, every epoch)
             callbacks=make_callbacks(run_dir, config, data["val"], labels["val"], stage,
-                                     plan["end"] - plan["start"]),
+                                     plan["end"] - plan["start"], plan["start"], deadline,
+                                     plan["lr"]),
         )
         with _keras_tmp(done, ".weights.h5") as tmp:
             model.save_weights(str(tmp))
@@ -236,7 +232,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     manifest: a split manifest to use instead of building one (ignored when resuming).
     runs_root: where new run folders go (default runs/). See the module docstring for what
     happens on bad input, a second process, a NaN loss or a damaged resume state."""
+    from utils.training.devices import worker_run_dir
+
     started = time.time()
+    run_dir = worker_run_dir(run_dir)  # non-chief workers of a cluster: a sub-folder of it
     config = check_inputs(config, run_dir)
     created = run_dir is None or not Path(run_dir).exists()
     folder = runs.new_run_dir(config, root=runs_root) if run_dir is None else Path(run_dir)
@@ -268,22 +267,35 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
         check_manifest(manifest, "split manifest", required_splits=("train", "val"))
         save_manifest(manifest, run_dir / runs.MANIFEST)
     strategy = configure_devices(config)
-    data = make_datasets(manifest, config, info.num_classes)
+    deadline, model = None, None
+    if budget.sizes_run(config) and budget.load_report(run_dir) is None:
+        # trace and time the model itself, then size the epochs to the budget
+        config, data, model = budget.size_run(config, manifest, info.num_classes, strategy,
+                                              started, run_dir, _compile)
+        config.save(run_dir / runs.CONFIG)
+        deadline = budget.load_report(run_dir)["deadline"]
+    else:
+        data = make_datasets(manifest, config, info.num_classes)
     labels = {s: manifest.loc[manifest["split"] == s, "label_index"].to_numpy(int)
               for s in ("train", "val", "test")}
     class_weight = None
-    if config.imbalance == "class_weight":
+    if config.imbalance == "class_weight" and not data.get("sample_weighted"):
         from utils.training import pipeline
 
         class_weight = pipeline.class_weights(labels["train"], info.num_classes)
     print(f"run folder: {paths.display(run_dir)}  ({config.backbone} @ {config.image_size} px, "
           f"{len(labels['train'])} train / {len(labels['val'])} val / {len(labels['test'])} test)")
     with strategy.scope():
-        model = models.build_classifier(
-            config.backbone, info.num_classes, weights=config.weights,
-            image_size=config.image_size, dropout=config.dropout, bn_momentum=config.bn_momentum)
-        fit_stages(model, data, labels, config, run_dir, class_weight)
-    return finish_run(model, data, manifest, config, run_dir, started, strategy)
+        compiled = model is not None and not config.pretrained
+        if model is None:
+            model = models.build_classifier(
+                config.backbone, info.num_classes, weights=config.weights,
+                image_size=config.image_size, dropout=config.dropout,
+                bn_momentum=config.bn_momentum)
+        fit_stages(model, data, labels, config, run_dir, class_weight, deadline, compiled)
+    finish_run(model, data, manifest, config, run_dir, started, strategy)
+    budget.record_outcome(run_dir, config)
+    return run_dir
 
 
 def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConfig,
@@ -362,14 +374,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides = {}
     for item in dataclasses.fields(TrainConfig):
         value = getattr(args, item.name, None)
-        if value is not None and item.name != "smoke":
+        if value is not None and item.name not in ("smoke", "budget"):
             overrides[item.name] = _none_literal(value) if item.name == "weights" else value
     try:
         if args.smoke:
-            return smoke_config(**overrides)
-        if args.preset:
-            return preset(args.preset, **overrides)
-        return TrainConfig(**overrides)
+            base = smoke_config()
+        elif args.preset:
+            base = preset(args.preset)
+        else:
+            base = TrainConfig()
+        if getattr(args, "budget", None):  # the budget's recipe, then the explicit options
+            base = budget.apply_budget(args.budget, base)
+        return dataclasses.replace(base, **overrides)
     except ConfigError:
         raise
     except (ValueError, TypeError) as error:  # a field's own check: still the user's option

@@ -1,0 +1,83 @@
+"""utils.training.budget: sizing arithmetic, presets, the machine-load measure, and one small
+budgeted run (the recipe's techniques on: cosine warm-up, EMA, mixup and CutMix, class weights
+as sample weights) that measures its own model and fits its budget."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from utils.training import budget, runs
+from utils.training.config import TrainConfig
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(remaining=st.floats(1.0, 5000.0), step=st.floats(0.01, 5.0), predict=st.floats(0.005, 2.0),
+       trace=st.floats(0.0, 100.0), steps=st.integers(1, 400), val=st.integers(1, 60),
+       final=st.integers(1, 120), stages=st.sampled_from([1, 2]))
+def test_planned_run_fits_what_remains(remaining, step, predict, trace, steps, val, final, stages):
+    measured = {"step_s": step, "predict_batch_s": predict, "trace_s": trace}
+    plan = budget.plan_epochs(remaining, measured, steps, val, final, stages)
+    assert plan["epochs"] >= 1 and 1 <= plan["steps_per_epoch"] <= steps
+    if plan["steps_per_epoch"] < steps:  # not one whole epoch fits: one shortened epoch
+        assert plan["epochs"] == 1
+    elif plan["planned_s"] > remaining:  # over only when not even one epoch fits
+        assert plan["epochs"] == 1
+    else:  # whole epochs: as many as fit, one more would not
+        assert plan["planned_s"] + plan["epoch_s"] > remaining
+
+
+def test_apply_budget_and_presets():
+    config = budget.apply_budget("cpu-30min", TrainConfig(dataset="ham10000", data_dir="x"))
+    assert config.budget == "cpu-30min" and config.budget_s == 1800.0
+    assert config.weights is None and config.data_dir == "x"
+    for name, value in budget.CPU_RECIPE.items():
+        assert getattr(config, name) == value
+    assert budget.sizes_run(config) and not budget.sizes_run(TrainConfig())
+    with pytest.raises(ValueError, match="unknown budget"):
+        budget.get_budget("gpu-1min")
+    assert "--budget-s 0 --image-size 64 --epochs 30" in budget.replay_arguments(
+        config.resolve(gpu_visible=False))
+
+
+def test_other_processes_share_of_the_cpu():
+    start = {"wall": 0.0, "own_cpu": 10.0, "busy_cpu": 100.0}
+    end = {"wall": 10.0, "own_cpu": 20.0, "busy_cpu": 115.0}
+    share = budget.others_share(start, end)
+    import os
+
+    assert share == pytest.approx(5.0 / (10.0 * (os.cpu_count() or 1)), abs=1e-3)
+    assert budget.others_share(start, {**end, "busy_cpu": float("nan")}) is None
+    snapshot = budget.cpu_snapshot()
+    assert snapshot["own_cpu"] > 0 and snapshot["wall"] > 0
+
+
+@pytest.mark.slow
+def test_budgeted_run_measures_sizes_and_fits(synthetic_ham, tmp_path):
+    from utils.training.train import train
+
+    config = budget.apply_budget("cpu-5min", TrainConfig(dataset="synthetic",
+                                                         data_dir=str(synthetic_ham)))
+    config = config.__class__(**{**config.to_dict(), "split_fractions": (0.7, 0.15, 0.15),
+                                 "budget_s": 30.0, "image_size": 32, "cache": False,
+                                 "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "verbose": 0})
+    run_dir = train(config, run_dir=tmp_path / "run")
+    report = json.loads((run_dir / runs.BUDGET).read_text())
+    resolved = json.loads((run_dir / runs.CONFIG).read_text())
+    info = json.loads((run_dir / runs.RUN_INFO).read_text())
+    measured = report["measured"][-1]
+    assert measured["step_s"] > 0 and measured["predict_batch_s"] > 0
+    assert measured["image_size"] == 32 and report["chosen"]["image_size"] == 32
+    assert resolved["epochs"] == report["chosen"]["epochs"] >= 1  # the config holds the sizes
+    assert 1 <= info["epochs_completed"] <= report["chosen"]["epochs"]
+    outcome = report["outcome"]
+    assert outcome["duration_s"] == info["duration_s"]
+    assert outcome["within_budget"] == (info["duration_s"] <= 30.0)
+    # after sizing, the run takes what was planned (slack: a shared machine can slow mid-run;
+    # on a loaded machine tracing alone can exceed this tiny budget, then one short epoch runs)
+    after_sizing = info["duration_s"] - report["sized_at_s"]
+    assert after_sizing <= 1.5 * measured["planned_s"] + 10.0, report
+    lines = budget.card_lines(run_dir, TrainConfig.load(run_dir / runs.CONFIG))
+    assert "cpu-5min" in lines[0] and "Replay these sizes" in lines[1]
