@@ -33,9 +33,11 @@ from utils import fileio
 from utils.training import runs
 from utils.training.config import TrainConfig
 
-# The recipe chosen by the paired screening runs of reports/cpu_recipe_selection.md (validation
-# split only): from scratch, cosine decay with warm-up, class weights, online augmentation,
-# cached resized images, an EMA of the weights.
+# The budgeted CPU recipe: from scratch, cosine decay with warm-up, class weights, online
+# augmentation, cached resized images, an EMA of the weights. `python -m utils select-recipe`
+# runs the paired screening (validation split only) that should justify each choice; on real
+# HAM10000 it has not been run yet (reports/README.md says which reports exist), so these are
+# the defaults chosen from the synthetic screening and the literature, not a measured optimum.
 CPU_RECIPE: Mapping[str, Any] = {
     "backbone": "mobilenetv2", "weights": None, "image_size": 64, "batch_size": 32,
     "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 1.0, "optimizer": "adam",
