@@ -20,20 +20,9 @@ pytest.importorskip("keras")
 def task3_dir(synthetic_ham, tmp_path_factory):
     """The ISIC 2018 Task 3 test layout from synthetic HAM10000 images, ids sorted as in the
     real ground truth, one image named like the excluded ISIC_0035068."""
-    from utils.data import readers
+    from fake_isic2018 import task3_folder
 
-    table = readers.read_ham10000(synthetic_ham)
-    rows = table.groupby("label", group_keys=False).head(6).reset_index(drop=True)
-    root = tmp_path_factory.mktemp("isic2018") / "ISIC2018_Task3_Test"
-    (root / "ISIC2018_Task3_Test_Input").mkdir(parents=True)
-    ids = [f"ISIC_{35050 + i:07d}" for i in range(len(rows))]
-    ham_to_isic = {ham: isic for isic, ham in datasets.ISIC2018_TASK3_TO_HAM.items()}
-    truth = pd.DataFrame({"image": ids})
-    for column in datasets.ISIC2018_TASK3_COLUMNS:
-        truth[column] = [float(ham_to_isic[label] == column) for label in rows["label"]]
-    for image_id, path in zip(ids, rows["path"]):
-        shutil.copy(path, root / "ISIC2018_Task3_Test_Input" / f"{image_id}.jpg")
-    truth.to_csv(root / "ISIC2018_Task3_Test_GroundTruth.csv", index=False)
+    root = task3_folder(synthetic_ham, tmp_path_factory.mktemp("isic2018"))
     return root
 
 
