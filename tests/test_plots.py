@@ -98,3 +98,19 @@ def test_figures_show_as_png_in_notebooks_without_pyplot(predictions):
     figure = plots.reliability_diagram({"model": (predictions[list(HAM)].to_numpy(),
                                                   predictions["label_index"].to_numpy())})
     assert figure._repr_png_().startswith(PNG_MAGIC)
+
+
+def test_roc_curves_read_each_class_from_its_own_column_with_classes_absent():
+    """Two of seven classes present (an external test set): one curve each, from columns 1 and
+    4; a perfect score in those columns gives AUC 1 whatever the other columns hold."""
+    from utils.evaluation import plots
+
+    rng = np.random.default_rng(0)
+    y = np.array([1, 1, 1, 4, 4, 4, 4])
+    probs = rng.random((7, 7))
+    probs[:, 1] = (y == 1) * 0.9 + 0.05
+    probs[:, 4] = (y == 4) * 0.9 + 0.05
+    figure = plots.roc_curves(probs, y, list("abcdefg"))
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels[:2] == ["b (AUC 1.000)", "e (AUC 1.000)"] and len(labels) == 3
+    assert "over 2 classes present" in figure.axes[0].get_title()

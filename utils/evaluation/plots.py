@@ -155,11 +155,32 @@ def classification_report(probs: np.ndarray, y_true: np.ndarray, classes: Sequen
 
 def roc_curves(probs: np.ndarray, y_true: np.ndarray, classes: Sequence[str],
                path: str | os.PathLike | None = None) -> Figure:
-    """One-vs-rest ROC curve per class, with the macro average."""
-    from yellowbrick.classifier import ROCAUC
+    """One-vs-rest ROC curve of each class present (with and without it in y_true), each read
+    from its own probability column, and their mean AUC. (yellowbrick's ROCAUC indexes the
+    columns by the classes present, so it drew wrong curves once a class was absent, and
+    failed outright with two classes present.)"""
+    from sklearn.metrics import auc, roc_curve
 
-    return _visualise(ROCAUC, probs, y_true, classes, "ROC curves (one-vs-rest)", path,
-                      micro=False, macro=True)
+    figure, (ax,) = new_figure(7.0, 5.5)
+    y = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=float)
+    areas = []
+    for index, name in enumerate(classes):
+        positive = y == index
+        if positive.all() or not positive.any():
+            continue  # no curve without both positives and negatives
+        fpr, tpr, _ = roc_curve(positive, probs[:, index])
+        areas.append(auc(fpr, tpr))
+        ax.plot(fpr, tpr, linewidth=1.5, label=f"{name} (AUC {areas[-1]:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    mean = f"mean AUC {np.mean(areas):.3f} over {len(areas)} classes present" if areas else \
+        "no class with both positives and negatives"
+    ax.set_title(f"ROC curves (one-vs-rest; {mean})")
+    if areas:
+        ax.legend(loc="lower right", fontsize=8)
+    return finish_figure(figure, path)
 
 
 def reliability_diagram(curves: dict[str, tuple[np.ndarray, np.ndarray]],
