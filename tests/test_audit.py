@@ -148,7 +148,8 @@ def test_audit_command_end_to_end_and_resumes(synthetic_ham, tmp_path):
     argv[argv.index("--seeds") + 1] = "1"  # a smaller report from the same work folder
     readme = tmp_path / "README.md"
     readme.write_text("# R\n<!-- audit:start -->\nold\n<!-- audit:end -->\nrest\n")
-    assert cli.main([*argv, "--readme", str(readme)]) == 0  # resumes: nothing retrains
+    assert cli.main([*argv, "--readme", str(readme), "--note", "machine shared"]) == 0  # resumes
+    assert "finished models); machine shared." in out.read_text()
     text = readme.read_text()
     assert "At the main budget" in text and "old" not in text and text.endswith("rest\n")
     assert "](report/leakage_audit_sweep.png)" in text

@@ -348,6 +348,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--readme", default=None,
                         help="also write the result in plain words into this file's "
                              "<!-- audit:start --> ... <!-- audit:end --> block")
+    parser.add_argument("--note", default=None,
+                        help="words added to the report's timing line, e.g. that other jobs "
+                             "shared the machine (default: none)")
 
 
 def config_from_args(args: argparse.Namespace) -> AuditConfig:
@@ -385,6 +388,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else work_dir / "leakage_audit.md"
     if args.readme:
         summary["command"] += f" --readme {args.readme}"
+    if args.note:
+        summary["command"] += f" --note {shlex.quote(args.note)}"
+        summary["note"] = args.note
     written = audit_report.write_report(summary, out)
     if args.readme:
         fileio.replace_block(args.readme, "audit", audit_report.readme_text(summary, out,
