@@ -33,23 +33,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0 (e.g. seconds)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0.0 and value != float("inf")):
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (e.g. seconds)."""
+    value = _number(text)
+    if not 0.0 <= value < float("inf"):  # NaN fails both comparisons
         raise argparse.ArgumentTypeError(f"{value} is not a finite number >= 0")
     return value
 
 
 def probability(text: str) -> float:
     """A number in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
     return value

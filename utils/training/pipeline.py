@@ -129,6 +129,13 @@ def cache_path(frame: pd.DataFrame, image_size: int, policy: str,
     return folder / f"images-{image_size}-{policy}-{digest.hexdigest()[:16]}.tfdata"
 
 
+def cache_order(frame: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The seeded row order a training split is cached in (its cache key follows the order):
+    manifests list images class by class, and the bounded shuffle after the cache would
+    otherwise draw batches of one or two classes."""
+    return frame.sample(frac=1.0, random_state=seed % 2**32)
+
+
 def cache_complete(path: Path) -> bool:
     """True when the cache at `path` was written completely (cached_images renames it into
     place only then)."""
@@ -185,9 +192,7 @@ def _image_dataset(frame: pd.DataFrame, image_size: int, training: bool, seed: i
                    cache: bool, preprocess: str | None = None) -> tf.data.Dataset:
     """(uint8 image, int label) pairs; shuffled (seeded, every epoch) when training."""
     if cache and training:
-        # Manifests list images class by class: cache them in a seeded random order, or the
-        # bounded shuffle after the cache would draw batches of one or two classes.
-        frame = frame.sample(frac=1.0, random_state=seed % 2**32)
+        frame = cache_order(frame, seed)
     files = frame["path"].astype(str).to_numpy()
     labels = frame["label_index"].astype("int32").to_numpy()
     dataset = tf.data.Dataset.from_tensor_slices((files, labels))
@@ -286,10 +291,9 @@ def make_dataset(
             f"{bad.iloc[0].get('image_id', bad.index[0])!r} is outside 0..{num_classes - 1}"
         )
     use_cache = bool(cache) if cache is not None else cache_dir is not None
-    cached_rows = frame.sample(frac=1.0, random_state=seed % 2**32) if training else frame
-    cached = use_cache and not balanced and cache_complete(
-        cache_path(cached_rows, image_size, resize_policy, cache_dir, preprocess)
-    )  # the order and key _image_dataset caches under
+    cached = use_cache and not balanced and cache_complete(cache_path(
+        cache_order(frame, seed) if training else frame, image_size, resize_policy, cache_dir,
+        preprocess))
     if check_images and not cached:
         require_images(frame)
     if balanced and training:
