@@ -136,3 +136,44 @@ def test_gate_accepts_every_real_ham10000_image(ham_real):
     headers, problems = images.screen(paths, progress=False)
     assert problems == []
     assert {header.size for header in headers} == {(200, 150)}
+
+
+def test_read_rgb_fast_equals_read_rgb_on_every_user_format(tmp_path):
+    """The balancer's OpenCV fast path decodes exactly what the gate's Pillow path decodes: RGB
+    JPEGs by OpenCV, everything else (CMYK, grey, PNG, ...) by read_rgb itself."""
+    write_user_formats(tmp_path)
+    for path in sorted(tmp_path.iterdir()):
+        np.testing.assert_array_equal(images.read_rgb_fast(path), images.read_rgb(path),
+                                      err_msg=path.name)
+
+
+def test_read_rgb_fast_ignores_exif_orientation_like_pillow(tmp_path):
+    rgb = pattern()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": Pillow's decode does not apply it
+    path = tmp_path / "rotated.jpg"
+    Image.fromarray(rgb).save(path, exif=exif)
+    fast = images.read_rgb_fast(path)
+    assert fast.shape == rgb.shape
+    np.testing.assert_array_equal(fast, images.read_rgb(path))
+
+
+def test_read_rgb_fast_refuses_a_bad_file_like_read_rgb(tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(DataError, match="broken.jpg"):
+        images.read_rgb_fast(path)
+
+
+def test_read_rgb_fast_equals_read_rgb_on_real_images():
+    from utils import paths
+
+    shared = paths.shared_data_dir()
+    if shared is None:
+        pytest.skip("../shared/data is absent (a fresh clone): real-image decode check skipped")
+    files = sorted((shared / "HAM10000").rglob("*.jpg"))[::400] + sorted(
+        (shared / "HAM10000_originals_sample").rglob("*.jpg"))[:10]
+    assert files
+    for path in files:
+        np.testing.assert_array_equal(images.read_rgb_fast(path), images.read_rgb(path),
+                                      err_msg=path.name)

@@ -42,11 +42,10 @@ from utils.arguments import checked, non_negative_int, positive_int
 from utils.augmentation.transforms import (
     AugmentConfig,
     apply_augmentation,
-    read_rgb,
     sample_augmentation,
     transforms_json,
 )
-from utils.data import datasets
+from utils.data import datasets, images
 from utils.data.manifest import augmented_mask, check_manifest, load_manifest
 from utils.errors import DataError
 
@@ -188,17 +187,23 @@ def _opencv_threads(count: int) -> Iterator[None]:
 
 
 def make_image(task: tuple[str, str, str]) -> str:
-    """Read the source, apply the recorded transforms, write the JPEG atomically."""
+    """Read the source, apply the recorded transforms, write the JPEG atomically (a `.part` file
+    renamed on success: never a half-written image; `remove_partial_files` clears those of a
+    killed run). The destination folder exists (run_tasks makes them). Decoding, warping and
+    encoding run in OpenCV without the GIL, so threads scale."""
     import cv2
 
     source, destination, transforms = task
-    rgb = apply_augmentation(read_rgb(source), json.loads(transforms))
+    rgb = apply_augmentation(images.read_rgb_fast(source), json.loads(transforms))
     ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise DataError(f"{destination}: JPEG encoding failed")
-    with fileio.atomic_path(destination) as tmp:  # rename on success: never a half-written file
-        tmp.write_bytes(encoded.tobytes())
+    folder, name = os.path.split(destination)
+    part = os.path.join(folder, f".{name}.part")
+    with open(part, "wb") as handle:
+        handle.write(encoded.data)
+    os.replace(part, destination)
     return destination
 
 
@@ -230,6 +235,8 @@ def run_tasks(tasks: list[tuple[str, str, str]], workers: int, progress: bool = 
     depend on `workers`: every task is fixed by the plan."""
     from tqdm.auto import tqdm
 
+    for folder in {os.path.dirname(destination) for _, destination, _ in tasks}:
+        os.makedirs(folder, exist_ok=True)
     bar = tqdm(total=len(tasks), desc="balance", unit="img", disable=not progress or not tasks)
     done = 0
     with _opencv_threads(1):
