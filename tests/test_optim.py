@@ -60,3 +60,36 @@ def test_callback_sets_the_rate_per_step_and_optimisers_follow_the_config():
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(seen[-1])
     assert all(not np.any(v.numpy()) for v in model.optimizer.variables
                if "learning_rate" not in v.name)
+
+
+def test_a_deadline_moves_the_cosine_on_with_the_wall_clock(monkeypatch):
+    """A budgeted run slower than measured: the rate follows the share of the wall clock used,
+    so it is near 0 when the deadline callback stops training, not stuck mid-cosine."""
+    import time
+
+    import keras
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(time, "time", lambda: clock["now"])
+    config = TrainConfig(lr_schedule="cosine", warmup_epochs=0.0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=optim.make_optimizer(config, 0.01), loss="categorical_crossentropy")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(float(self.model.optimizer.learning_rate.numpy()))
+            clock["now"] += 10.0  # every step takes 10 s; the deadline is 40 s away
+
+    x = np.zeros((16, 3), "float32")
+    y = keras.utils.to_categorical(np.arange(16) % 2, 2)
+    schedule = optim.cosine_callback(0.01, config, stage_epochs=10, deadline=1040.0)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[schedule, Record()])
+    # 40 planned steps by count, but after 3 steps 30 of the 40 s are spent
+    expected = [optim.cosine_rate(step, 0.01, 40, 0) for step in (0, 10, 20, 30)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    assert seen[-1] < 0.0015  # vs 0.0098 by the step count alone
+    without = optim.cosine_callback(0.01, config, stage_epochs=10)
+    seen.clear()
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[without, Record()])
+    assert seen[0] == pytest.approx(optim.cosine_rate(4, 0.01, 40, 0))  # by step count only

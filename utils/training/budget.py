@@ -113,21 +113,40 @@ def others_share(start: Mapping[str, float], end: Mapping[str, float]) -> float 
 
 
 # --------------------------------------------------------------------------- measuring
-def measure(model: Any, data: dict, measure_steps: int = 12,
-            trace_steps: int = 2) -> dict[str, float]:
+def _batch_clock() -> Any:
+    """A callback noting time.perf_counter() at the end of every training batch."""
+    import keras
+
+    class BatchClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+            self.times.append(time.perf_counter())
+
+    return BatchClock()
+
+
+def measure(model: Any, data: dict, measure_steps: int = 12, trace_steps: int = 2,
+            callbacks: list | None = None) -> dict[str, float]:
     """Time a compiled model on the run's own datasets: tracing (the first fit call beyond its
-    steps), a training step, a prediction batch. The model's weights and optimiser state are
+    steps), a training step (with `callbacks`: the per-step work training adds, e.g. the weight
+    average's update), a prediction batch. The model's weights and optimiser state are
     restored afterwards, its traced functions kept (training does not trace again)."""
     from utils.training import optim
 
     initial = model.get_weights()
     train = data["train"].repeat()
+    callbacks = list(callbacks or [])
     started = time.perf_counter()
-    model.fit(train, epochs=1, steps_per_epoch=trace_steps, verbose=0)
+    model.fit(train, epochs=1, steps_per_epoch=trace_steps, verbose=0, callbacks=callbacks)
     first = time.perf_counter() - started
-    started = time.perf_counter()
-    model.fit(train, epochs=1, steps_per_epoch=measure_steps, verbose=0)
-    step_s = (time.perf_counter() - started) / measure_steps
+    clock = _batch_clock()
+    steps = max(4, measure_steps)
+    model.fit(train, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=callbacks + [clock])
+    # from the end of the 2nd step: a callback may trace its own function in the first one
+    step_s = (clock.times[-1] - clock.times[1]) / (len(clock.times) - 2)
     batches = data["val"].take(4)
     model.predict(batches, verbose=0)  # traces the predict function
     started = time.perf_counter()
@@ -184,7 +203,7 @@ def size_run(config: TrainConfig, manifest: Any, num_classes: int, strategy: Any
     model (weights as initialised, traced once); writes budget.json."""
     import keras
 
-    from utils.training import models, pipeline
+    from utils.training import averaging, models, pipeline
     from utils.training.data import make_datasets
     from utils.training.devices import worker_task
 
@@ -213,7 +232,9 @@ def size_run(config: TrainConfig, manifest: Any, num_classes: int, strategy: Any
                 dropout=candidate.dropout, bn_momentum=candidate.bn_momentum)
             compile_model(model, candidate.learning_rate if not candidate.pretrained
                           else candidate.stage1_lr, candidate)
-        measured = measure(model, data, spec.measure_steps)
+        average = averaging.make_callback(candidate, None, 0, 1)  # its per-step cost counts
+        measured = measure(model, data, spec.measure_steps,
+                           callbacks=[average] if average is not None else None)
         train_steps = int(data["steps"])
         val_batches = pipeline.steps_for(max(1, counts["val"]), candidate.batch_size)
         final_batches = sum(pipeline.steps_for(counts[s], candidate.batch_size)

@@ -226,7 +226,8 @@ def make_callbacks(run_dir: Path, config: TrainConfig, val_dataset: Any, val_lab
         from utils.training import optim
 
         callbacks.append(optim.cosine_callback(
-            config.learning_rate if base_lr is None else base_lr, config, stage_epochs))
+            config.learning_rate if base_lr is None else base_lr, config, stage_epochs,
+            deadline))
     average = averaging.make_callback(config, run_dir / runs.average_state_name(stage),
                                       start_epoch, start_epoch + stage_epochs)
     if average is not None:

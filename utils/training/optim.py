@@ -31,22 +31,34 @@ def cosine_rate(step: int, base: float, total_steps: int, warmup_steps: int = 0)
     return 0.5 * base * (1.0 + math.cos(math.pi * progress))
 
 
-def cosine_callback(base: float, config: TrainConfig, stage_epochs: int) -> Any:
-    """Sets the optimiser's rate before every step (steps per epoch read from fit's params)."""
+def cosine_callback(base: float, config: TrainConfig, stage_epochs: int,
+                    deadline: float | None = None) -> Any:
+    """Sets the optimiser's rate before every step (steps per epoch read from fit's params).
+
+    deadline (time.time() of a budgeted run's training end): the cosine's progress is the larger
+    of the step fraction and the fraction of the wall clock from this stage's start to the
+    deadline, so a run that turns out slower than its measurement (and is stopped early by the
+    deadline callback) still anneals to ~0 instead of stopping at a high rate."""
+    import time
+
     import keras
 
     class CosineSchedule(keras.callbacks.Callback):
         def __init__(self) -> None:
             super().__init__()
-            self.total, self.warmup = 1, 0
+            self.total, self.warmup, self.started = 1, 0, 0.0
 
         def on_train_begin(self, logs: dict | None = None) -> None:
             steps = int(self.params.get("steps") or 1)
             self.total = steps * max(1, int(stage_epochs))
             self.warmup = int(round(float(config.warmup_epochs) * steps))
+            self.started = time.time()
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
             step = int(self.model.optimizer.iterations.numpy())
+            if deadline is not None and deadline > self.started:
+                share = (time.time() - self.started) / (deadline - self.started)
+                step = max(step, int(min(1.0, share) * self.total))
             self.model.optimizer.learning_rate = cosine_rate(step, base, self.total, self.warmup)
 
     return CosineSchedule()
