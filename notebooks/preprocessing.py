@@ -128,9 +128,9 @@ print("ablate:  python -m utils ablate --data-dir <HAM10000>")
 
 # %% [markdown]
 # ## 5. Does it help? The ablation report
-# Read from `reports/preprocessing_ablation.json` when it exists (`python -m utils ablate` on the
-# real HAM10000 at a CPU budget; the report names its exact command and settings; it has not
-# been committed yet, see reports/README.md). Each arm is the same model trained
+# Read from the committed `reports/preprocessing_ablation.json` (`python -m utils ablate` on the
+# real HAM10000 at a CPU budget; the report names its exact command, settings and machine).
+# Only metrics are read here: no image of the real data. Each arm is the same model trained
 # with the same seeds and budget on the same lesion-grouped split; the difference against "none"
 # is paired (same test images, same seeds).
 
