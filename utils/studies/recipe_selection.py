@@ -47,7 +47,9 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "no_ema": ("no weight averaging", {"weight_average": "none"}),
     "swa": ("SWA of epoch-end weights (second half) instead of EMA", {"weight_average": "swa"}),
     "size96": ("96 px instead of 64 px (fewer epochs fit)", {"image_size": 96}),
-    "sampling": ("balanced sampling instead of class weights", {"imbalance": "sampling"}),
+    # the base samples balanced batches since the first real screening (it beat class weights)
+    "class_weight": ("class weights instead of balanced sampling",
+                     {"imbalance": "class_weight"}),
     "label_smoothing": ("label smoothing 0.1", {"label_smoothing": 0.1}),
     "mixup": ("mixup, alpha 0.2", {"mixup_alpha": 0.2}),
     "cutmix": ("CutMix, alpha 1.0, half the batches", {"cutmix_alpha": 1.0, "mix_prob": 0.5}),
