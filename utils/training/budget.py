@@ -38,8 +38,9 @@ from utils.training.config import TrainConfig
 # weights after the paired screening on real HAM10000's validation split
 # (reports/cpu_recipe_selection.md: `python -m utils select-recipe`, equal compute, 2 seeds, run
 # at commit 4686df9 when the base still used class weights, so its "sampling" variant is today's
-# base and today's "class_weight" variant its base); the other defaults were not beaten there
-# (EMA, 64 px) or not screened (the report lists which).
+# base and today's "class_weight" variant its base). With one seed (cpu_recipe_selection_seed0.md)
+# neither dropping the EMA nor 96 px beat the base; TTA showed no clear gain; the other techniques
+# were not screened yet (reports/README.md lists them).
 CPU_RECIPE: Mapping[str, Any] = {
     "backbone": "mobilenetv2", "weights": None, "image_size": 64, "batch_size": 32,
     "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 1.0, "optimizer": "adam",
