@@ -81,3 +81,23 @@ def test_budgeted_run_measures_sizes_and_fits(synthetic_ham, tmp_path):
     assert after_sizing <= 1.5 * measured["planned_s"] + 10.0, report
     lines = budget.card_lines(run_dir, TrainConfig.load(run_dir / runs.CONFIG))
     assert "cpu-5min" in lines[0] and "Replay these sizes" in lines[1]
+
+
+def test_card_says_a_deadline_stopped_run_replays_sizes_not_the_schedule(tmp_path):
+    from utils import fileio
+
+    report = {"budget": "cpu-30min", "budget_s": 1800.0, "sized_at_s": 30.0,
+              "chosen": {"image_size": 64, "epochs": 34, "steps_per_epoch": 220},
+              "measured": [{"image_size": 64, "train_images_per_s": 158.0, "trace_s": 20.0,
+                            "planned_s": 1640.0}],
+              "outcome": {"duration_s": 1661.0, "within_budget": True, "epochs_completed": 33,
+                          "stopped_by_deadline": True, "other_processes_cpu_share": 0.0}}
+    fileio.write_json(tmp_path / runs.BUDGET, report)
+    config = TrainConfig(image_size=64, epochs=34, weights=None)
+    lines = budget.card_lines(tmp_path, config)
+    assert "stopped early by the deadline" in lines[1]
+    assert "--budget-s 0 --image-size 64 --epochs 34" in lines[1]
+    assert "not exactly the same schedule" in lines[1]
+    report["outcome"].update(stopped_by_deadline=False, epochs_completed=34)
+    fileio.write_json(tmp_path / runs.BUDGET, report)
+    assert "schedule" not in budget.card_lines(tmp_path, config)[1]

@@ -15,8 +15,10 @@ time other processes took during the run (a shared machine runs slower) and the 
 the run folder's budget.json (utils.training.runs.BUDGET) and the resolved config.json.
 
 The sizes depend on the machine: the same command elsewhere trains a different number of epochs.
-To replay a run exactly, pass its recorded sizes with sizing off (`--budget-s 0 --epochs N
---image-size S`, see `replay_arguments`).
+To replay a run, pass its recorded sizes with sizing off (`--budget-s 0 --epochs N
+--image-size S`, see `replay_arguments`). A run that fell behind its plan had its cosine moved on
+by the clock (utils.training.optim.cosine_callback), which a replay without a deadline does not
+repeat: same sizes, not exactly the same schedule.
 """
 from __future__ import annotations
 
@@ -381,5 +383,8 @@ def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
             f"{outcome['epochs_completed']} epochs"
             + (" (stopped early by the deadline)" if outcome["stopped_by_deadline"] else "")
             + f"; {shared}. Replay these sizes without re-measuring: `"
-            + replay_arguments(config) + "`.")
+            + replay_arguments(config) + "`"
+            + (" (the rate schedule followed the wall clock once the run fell behind its plan, "
+               "so a replay has the same sizes, not exactly the same schedule)"
+               if outcome["stopped_by_deadline"] else "") + ".")
     return lines
