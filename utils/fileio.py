@@ -35,6 +35,18 @@ def atomic_path(destination: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def replace_with_bytes(destination: str | os.PathLike, data: bytes | memoryview) -> None:
+    """Write `data` to `.<name>.part` beside `destination`, then rename it over `destination`:
+    atomic like atomic_path, without its per-call mkdir, mkstemp and chmod, for loops writing
+    thousands of small files. The caller has made the folder and is the only writer of
+    `destination`; a killed run leaves a `.part` file for it to delete."""
+    folder, name = os.path.split(os.fspath(destination))
+    part = os.path.join(folder, f".{name}.part")
+    with open(part, "wb") as handle:
+        handle.write(data)
+    os.replace(part, destination)
+
+
 def _umask() -> int:
     """The process umask (read without changing it for longer than the call)."""
     mask = os.umask(0)

@@ -187,10 +187,10 @@ def _opencv_threads(count: int) -> Iterator[None]:
 
 
 def make_image(task: tuple[str, str, str]) -> str:
-    """Read the source, apply the recorded transforms, write the JPEG atomically (a `.part` file
-    renamed on success: never a half-written image; `remove_partial_files` clears those of a
-    killed run). The destination folder exists (run_tasks makes them). Decoding, warping and
-    encoding run in OpenCV without the GIL, so threads scale."""
+    """Read the source, apply the recorded transforms, write the JPEG atomically
+    (fileio.replace_with_bytes: never a half-written image; `remove_partial_files` clears the
+    `.part` files of a killed run). The destination folder exists (run_tasks makes them).
+    Decoding, warping and encoding run in OpenCV without the GIL, so threads scale."""
     import cv2
 
     source, destination, transforms = task
@@ -199,11 +199,7 @@ def make_image(task: tuple[str, str, str]) -> str:
                                [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise DataError(f"{destination}: JPEG encoding failed")
-    folder, name = os.path.split(destination)
-    part = os.path.join(folder, f".{name}.part")
-    with open(part, "wb") as handle:
-        handle.write(encoded.data)
-    os.replace(part, destination)
+    fileio.replace_with_bytes(destination, encoded.data)
     return destination
 
 
