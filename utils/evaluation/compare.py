@@ -26,7 +26,7 @@ from utils.tables import format_ci, markdown_table
 from utils.training import runs
 from utils.training.config import TrainConfig
 
-COLUMNS = ("run", "dataset", "backbone", "image_size", "weights", "epochs", "n_test",
+COLUMNS = ("run", "dataset", "backbone", "image_size", "weights", "epochs", "prediction", "n_test",
            "balanced_accuracy", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
            "macro_f1", "macro_auc", "melanoma_val_fixed_specificity_target",
            "melanoma_sensitivity_val_fixed", "melanoma_specificity_val_fixed", "train_time_s")
@@ -63,6 +63,9 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
     config = _read_json(run_dir / runs.CONFIG)
     info = _read_json(run_dir / runs.RUN_INFO)
     result = run_metrics(run_dir, n_boot, seed)
+    prediction = "plain"
+    if config.get("predict_tta") and "tta" in result:  # the recipe's result is its TTA section
+        result, prediction = result["tta"], "TTA (8 views)"
     values = result["metrics"]
     point = result.get("operating_point") or {}
     planned = TrainConfig.from_dict(config).total_epochs if config else None
@@ -74,6 +77,7 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
         "image_size": config.get("image_size"),
         "weights": config.get("weights") or "none (from scratch)",
         "epochs": info.get("epochs_completed", planned),
+        "prediction": prediction,
         "n_test": result["n_images"],
         "balanced_accuracy": ba["value"],
         "balanced_accuracy_ci_low": ba["ci_low"],
@@ -108,7 +112,8 @@ def comparison_table(runs_root: str | os.PathLike | None = None,
 
 def to_markdown(table: pd.DataFrame) -> str:
     """A GitHub markdown table: balanced accuracy shown with its 95 % CI."""
-    header = ["run", "dataset", "backbone", "size", "weights", "epochs", "test images",
+    header = ["run", "dataset", "backbone", "size", "weights", "epochs", "prediction",
+              "test images",
               "balanced acc. [95 % CI]", "macro-F1", "macro AUC",
               "mel. sens. / spec. (threshold fixed on val. at spec. 0.80)", "train time (min)"]
     rows = []
@@ -116,7 +121,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         seconds = row.train_time_s
         minutes = None if seconds is None or pd.isna(seconds) else f"{seconds / 60:.1f}"
         rows.append([row.run, row.dataset, row.backbone, row.image_size, row.weights, row.epochs,
-                     row.n_test,
+                     row.prediction, row.n_test,
                      format_ci({"value": row.balanced_accuracy,
                                 "ci_low": row.balanced_accuracy_ci_low,
                                 "ci_high": row.balanced_accuracy_ci_high}),

@@ -64,8 +64,10 @@ def data_lines(config: TrainConfig, manifest: pd.DataFrame) -> list[str]:
     return lines + ["", markdown_table(counts, ["class", *counts.columns], index=True)]
 
 
-def metrics_lines(result: dict[str, Any]) -> list[str]:
-    """Headline metrics of each variant, the operating point and where the numbers come from."""
+def metrics_lines(result: dict[str, Any], predict_tta: bool = False) -> list[str]:
+    """Headline metrics of each variant, the operating point and where the numbers come from.
+
+    predict_tta: the recipe predicts with TTA, so its result is the TTA column (said so)."""
     point = result.get("operating_point")
     names = ["balanced_accuracy", "accuracy", "macro_f1", "macro_auc"]
     if point:
@@ -75,6 +77,12 @@ def metrics_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"## Test metrics ({result['n_images']} images, 95 % bootstrap CI over "
              f"{result['bootstrap']['unit']}s, {result['bootstrap']['n_boot']} replicates)", "",
              markdown_table(rows, ["metric", "plain", "TTA", "temperature-scaled"]), ""]
+    if predict_tta:
+        lines += ["This run's recipe predicts with test-time augmentation (config "
+                  "`predict_tta`, chosen before this run on validation screening runs, not on "
+                  "this test split): **its result is the TTA column**; the plain column is the "
+                  "same model on one view. The per-class table and the confusion matrix below "
+                  "are of the TTA predictions.", ""]
     if point:
         lines.append(
             f"Melanoma operating point: the rule \"P({point['class']}) >= "
@@ -91,23 +99,32 @@ def metrics_lines(result: dict[str, Any]) -> list[str]:
     return lines + ["", PROVENANCE]
 
 
-def per_class_lines(result: dict[str, Any]) -> list[str]:
-    """Per-class precision, recall, specificity, F1, MCC and AUC with CIs (plain predictions)."""
+def headline_section(result: dict[str, Any], predict_tta: bool) -> tuple[dict[str, Any], str]:
+    """(the metrics section that is the run's result, its name): the TTA section where the
+    recipe predicts with TTA and it was evaluated, else the plain one."""
+    if predict_tta and "tta" in result:
+        return {**result, **result["tta"]}, "TTA predictions, the recipe's result"
+    return result, "plain predictions"
+
+
+def per_class_lines(result: dict[str, Any], name: str = "plain predictions") -> list[str]:
+    """Per-class precision, recall, specificity, F1, MCC and AUC with CIs (of `result`, one
+    section of the evaluation, called `name`)."""
     support = result.get("support", {})
     rows = [[code, support.get(code, ""),
              *(format_ci(_stats(result, f"{metric}/{code}")) for metric, _ in PER_CLASS)]
             for code in result["classes"]]
-    return ["## Per-class metrics (test, plain predictions, 95 % CI)", "",
+    return [f"## Per-class metrics (test, {name}, 95 % CI)", "",
             markdown_table(rows, ["class", "test images", *(label for _, label in PER_CLASS)]),
             "", "One-vs-rest per class from the argmax decision; empty cells (n/a) are undefined "
                 "(e.g. a class never predicted has no precision). All values with their CIs are "
                 "in [metrics.csv](metrics.csv)."]
 
 
-def confusion_lines(result: dict[str, Any]) -> list[str]:
+def confusion_lines(result: dict[str, Any], name: str = "plain predictions") -> list[str]:
     classes = result["classes"]
-    lines = ["Confusion matrix (test, counts; rows = true class, columns = predicted; a tied "
-             "maximum counts as no prediction):", "",
+    lines = [f"Confusion matrix (test, {name}, counts; rows = true class, columns = predicted; "
+             "a tied maximum counts as no prediction):", "",
              markdown_table([[label, *(int(v) for v in row[:len(classes)])]
                              for label, row in zip(classes, result["confusion_matrix"])],
                             ["true \\ predicted", *classes])]
@@ -270,6 +287,7 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
 
     run_dir = Path(run_dir)
     config = TrainConfig.load(run_dir / runs.CONFIG)
+    headline = headline_section(result, config.predict_tta)
     info = json.loads((run_dir / runs.RUN_INFO).read_text())
     manifest = load_manifest(run_dir / runs.MANIFEST)
     external = external_results(run_dir) if external is None else external
@@ -292,7 +310,8 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
            if config.select_best else "the weights of the last epoch (or their average)."),
         budget.recipe_line(config), *budget.card_lines(Path(run_dir), config), "",
         "## Data", *data_lines(config, manifest), "",
-        *metrics_lines(result), "", *per_class_lines(result), "", *confusion_lines(result), "",
+        *metrics_lines(result, config.predict_tta), "", *per_class_lines(*headline), "",
+        *confusion_lines(*headline), "",
         "Plots: [training curves](plots/training_curves.png), "
         "[confusion matrix](plots/test_confusion_matrix_normalised.png), "
         "[ROC curves](plots/test_roc_curves.png), "

@@ -279,8 +279,10 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
         "that need long training, such as mixup, can look worse here than they would there); "
         "two seeds and one split; variants were tested one at a time, not in combination; the "
         "machine was shared with other jobs (training rates vary by run). The final recipe "
-        "(utils.training.budget.CPU_RECIPE) keeps a technique only when its paired difference "
-        "was positive here, and the model card of the final run reports its own test numbers.",
+        "(utils.training.budget.CPU_RECIPE) keeps a technique only when the 95 % CI of its "
+        "paired difference lies above 0 here (\"better\"); a point estimate above 0 with a CI "
+        "that includes 0 does not count. The model card of the final run reports its own test "
+        "numbers.",
     ]
     md = fileio.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     payload = {"command": command, "base": base.to_dict(), "seeds": list(seeds),

@@ -60,6 +60,9 @@ class JobConfig:
     external: tuple[str, ...] = ()  # external test folders (ISIC 2018 Task 3 test, ISIC 2019)
 
     def __post_init__(self) -> None:
+        if self.train.predict_tta and not self.tta:
+            raise ValueError("the training config predicts with TTA (predict_tta), so the job "
+                             "must evaluate TTA: set tta=True")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol={self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
         if self.protocol == "paper" and self.train.augment not in ("offline", "both"):

@@ -48,7 +48,7 @@ CPU_RECIPE: Mapping[str, Any] = {
     "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 1.0, "optimizer": "adam",
     "weight_decay": 0.0, "label_smoothing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
     "imbalance": "sampling", "augment": "online", "cache": True, "patience": 0,
-    "weight_average": "ema", "ema_decay": 0.998,
+    "weight_average": "ema", "ema_decay": 0.998, "predict_tta": True,
 }
 
 
@@ -352,7 +352,9 @@ def recipe_line(config: TrainConfig) -> str:
     return (f"- Recipe: {optimizer}, learning rate {config.learning_rate:g}, schedule {schedule}, "
             f"batch {config.batch_size}, dropout {config.dropout:g}, label smoothing "
             f"{config.label_smoothing:g}, batch mixing {mixing or 'none'}, weight averaging "
-            f"{average}, cached resized images {'yes' if config.cache else 'no'}.")
+            f"{average}, cached resized images {'yes' if config.cache else 'no'}, predictions "
+            + ("averaged over the 8 dihedral views (TTA: the run's result is the TTA column)"
+               if config.predict_tta else "plain (one view)") + ".")
 
 
 def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:

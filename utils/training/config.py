@@ -112,6 +112,8 @@ class TrainConfig:
     weight_average: str = "none"  # none | ema (every step) | swa (epoch ends, late training)
     ema_decay: float = 0.998  # EMA decay per step (averages about 1 / (1 - decay) steps)
     swa_start: float = 0.5  # SWA averages the epoch-end weights from this fraction of epochs on
+    # --- prediction ---
+    predict_tta: bool = False  # the run's result is the mean over 8 dihedral views (plain too)
     # --- wall-clock budget (utils.training.budget) ---
     budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-5min
     budget_s: float | None = None  # whole-run wall clock (s): epochs sized by measuring; 0 = off
