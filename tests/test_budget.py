@@ -36,6 +36,11 @@ def test_apply_budget_and_presets():
     for name, value in budget.CPU_RECIPE.items():
         assert getattr(config, name) == value
     assert budget.sizes_run(config) and not budget.sizes_run(TrainConfig())
+    from utils.evaluation import tta
+
+    assert budget.TTA_VIEWS == len(tta.DIHEDRAL_VIEWS)  # the sizing counts every TTA view
+    assert "averaged over the 8 dihedral views" in budget.recipe_line(config)
+    assert "plain (one view)" in budget.recipe_line(TrainConfig())
     with pytest.raises(ValueError, match="unknown budget"):
         budget.get_budget("gpu-1min")
     assert "--budget-s 0 --image-size 64 --epochs 30" in budget.replay_arguments(
@@ -70,6 +75,7 @@ def test_budgeted_run_measures_sizes_and_fits(synthetic_ham, tmp_path):
     measured = report["measured"][-1]
     assert measured["step_s"] > 0 and measured["predict_batch_s"] > 0
     assert measured["image_size"] == 32 and report["chosen"]["image_size"] == 32
+    assert config.predict_tta and measured["final_prediction_passes"] == 1 + budget.TTA_VIEWS
     assert resolved["epochs"] == report["chosen"]["epochs"] >= 1  # the config holds the sizes
     assert 1 <= info["epochs_completed"] <= report["chosen"]["epochs"]
     outcome = report["outcome"]
@@ -81,6 +87,7 @@ def test_budgeted_run_measures_sizes_and_fits(synthetic_ham, tmp_path):
     assert after_sizing <= 1.5 * measured["planned_s"] + 10.0, report
     lines = budget.card_lines(run_dir, TrainConfig.load(run_dir / runs.CONFIG))
     assert "cpu-5min" in lines[0] and "Replay these sizes" in lines[1]
+    assert f"counts {1 + budget.TTA_VIEWS} prediction passes" in lines[0]
 
 
 def test_card_says_a_deadline_stopped_run_replays_sizes_not_the_schedule(tmp_path):

@@ -60,3 +60,33 @@ def test_sections_not_computed_say_which_option_computes_them(tiny_run, tmp_path
     assert "--corruptions" in card.split("## Corruptions")[1].split("##")[0]
     assert "Not computed" in card.split("## Subgroups")[1].split("##")[0]
     assert "None evaluated" in card.split("## External test sets")[1].split("##")[0]
+
+
+def test_a_recipe_that_predicts_with_tta_reports_the_tta_section_as_its_result(tiny_run,
+                                                                               tmp_path):
+    from utils.evaluation import compare, evaluate
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "runs" / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "predict_tta": True}))
+    evaluate.evaluate(run_dir, n_boot=50, plots=False, selective=False, subgroups=False)
+    card = (run_dir / "model_card.md").read_text()
+    assert "TTA was not evaluated" in card and "not the recipe's result" in card
+    assert compare.run_row(run_dir, n_boot=50)["prediction"] == "plain"
+
+    result = evaluate.evaluate(run_dir, n_boot=50, plots=False, selective=False,
+                               subgroups=False, tta=True)
+    card = (run_dir / "model_card.md").read_text()
+    assert "its result is the TTA column" in card and "predictions averaged over the 8" in card
+    per_class = card.split("## Per-class metrics")[1].split("##")[0]
+    assert "TTA predictions, the recipe's result" in per_class
+    for code in result["classes"]:  # the per-class rows are the TTA section's, not plain
+        cells = per_class.split(f"| {code} | ")[1].splitlines()[0].split(" | ")
+        assert cells[2] == format_ci(result["tta"]["metrics"][f"sensitivity/{code}"])
+    matrix = card.split("Confusion matrix (test, TTA predictions")[1]
+    first = result["tta"]["confusion_matrix"][0][:len(result["classes"])]
+    assert f"| {result['classes'][0]} | " + " | ".join(str(int(v)) for v in first) in matrix
+    row = compare.run_row(run_dir, n_boot=50)
+    assert row["prediction"] == "TTA (8 views)"
+    assert row["balanced_accuracy"] == pytest.approx(
+        result["tta"]["metrics"]["balanced_accuracy"]["value"])

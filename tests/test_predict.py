@@ -136,3 +136,34 @@ def test_predict_applies_the_runs_preprocessing(tmp_path):
     np.testing.assert_array_equal(on_raw, on_copy[classes].to_numpy(float))
     unprocessed = predict.predict_path(run_dir / "model.keras", raw, preprocess="none")
     assert not np.allclose(on_raw, unprocessed[classes].to_numpy(float))
+
+
+def test_a_run_whose_recipe_predicts_with_tta_predicts_with_tta(tmp_path, image_folder, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_model(run_dir / "model.keras", datasets.HAM10000.num_classes)
+    config = {"dataset": "ham10000", "image_size": 16}
+    (run_dir / "config.json").write_text(json.dumps({**config, "predict_tta": True}))
+    model, source = str(run_dir / "model.keras"), str(image_folder / "c.jpg")
+    outputs = {}
+    for name, options in (("default", []), ("plain", ["--no-tta"]), ("tta", ["--tta"])):
+        outputs[name] = tmp_path / f"{name}.csv"
+        assert cli.main(["predict", model, source, str(outputs[name]), *options]) == 0
+    assert "(8-view TTA)" in capsys.readouterr().out
+    probs = {name: pd.read_csv(path)[list(datasets.HAM10000.classes)].to_numpy()
+             for name, path in outputs.items()}
+    expected = predict.predict_path(model, source, tta_views=predict_tta_views())
+    np.testing.assert_allclose(probs["default"], probs["tta"])
+    np.testing.assert_allclose(probs["tta"], expected[list(datasets.HAM10000.classes)].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(probs["plain"], probs["tta"])
+    (run_dir / "config.json").write_text(json.dumps(config))  # a plain recipe: one view
+    assert cli.main(["predict", model, source, str(outputs["default"])]) == 0
+    np.testing.assert_allclose(pd.read_csv(outputs["default"])[
+        list(datasets.HAM10000.classes)].to_numpy(), probs["plain"], rtol=1e-5, atol=1e-6)
+
+
+def predict_tta_views() -> tuple[str, ...]:
+    from utils.evaluation import tta
+
+    return tuple(tta.DIHEDRAL_VIEWS)

@@ -55,3 +55,30 @@ def test_paired_comparison_finds_a_real_difference_and_not_a_null_one():
         "no clear difference"
     low, high = table.loc["base", "mean_ci"]
     assert low <= table.loc["base", "mean"] <= high
+
+
+def test_report_states_the_keep_rule_and_that_rows_score_plain_predictions(tmp_path):
+    rng = np.random.default_rng(1)
+    n, k = 300, 3
+    y = np.arange(n) % k
+    probs = rng.uniform(0, 1, (n, k))
+    table = selection.compare({"base": {0: probs}, "tta": {0: probs[::-1].copy()}}, y,
+                              np.arange(n), n_boot=50)
+    result = {"table": table, "summaries": {}, "n_val_images": n, "n_val_lesions": n,
+              "val_counts": {"a": 100, "b": 100, "c": 100}}
+    base = budget.apply_budget("cpu-5min", TrainConfig(dataset="synthetic"))
+    assert base.predict_tta  # the recipe predicts with TTA ...
+    md, js = selection.write_report(result, base, "python -m utils select-recipe", tmp_path / "r",
+                                    [0], epochs=5)
+    text = md.read_text()
+    # ... but the screening rows are plain predictions, and the report says so and the rule
+    assert "predict_tta" not in text.split("Every row")[0]
+    assert "plain (one-view) validation predictions except the tta row" in text
+    assert "CI of its paired difference lies above 0" in text
+    assert "| tta |" in text and js.is_file()
+
+
+def test_a_report_from_reused_runs_does_not_claim_their_cpu_share():
+    assert "6 %" in selection._share_text(0.06)
+    text = selection._share_text(0.39, reused=10)
+    assert "10 finished run folders were reused" in text and "39" not in text

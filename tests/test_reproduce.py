@@ -180,3 +180,11 @@ def test_every_reproduce_command_in_the_readme_parses():
     for options in commands:
         _, args = _args(*shlex.split(options.replace("\\", "")))
         reproduce.job_from_args(args)
+
+
+def test_a_job_whose_recipe_predicts_with_tta_must_evaluate_tta():
+    job = reproduce.job_config(budget_name="cpu-30min")
+    assert job.train.predict_tta and job.tta
+    with pytest.raises(ValueError, match="predict_tta"):
+        replace(job, tta=False)
+    assert not replace(job, train=replace(job.train, predict_tta=False), tta=False).tta

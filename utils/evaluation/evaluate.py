@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -140,13 +141,16 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
     variants, val_variants = {"plain": frame}, {"plain": val_frame}
     if tta:
         views = tuple(tta_module.DIHEDRAL_VIEWS)
+        tta_started = time.perf_counter()
         variants["tta"] = tta_predictions(out_dir, split, classes, views)
         fileio.write_csv(out_dir / runs.predictions_name(split, "tta"), variants["tta"])
         val_variants["tta"] = None
         if val_frame is not None:
             val_variants["tta"] = tta_predictions(out_dir, "val", classes, views)
             fileio.write_csv(out_dir / runs.predictions_name("val", "tta"), val_variants["tta"])
-        result["tta"] = {"views": list(views), **section(variants["tta"], val_variants["tta"])}
+        tta_s = time.perf_counter() - tta_started  # the TTA predictions (split and val), no scoring
+        result["tta"] = {"views": list(views), "predict_s": round(tta_s, 1),
+                         **section(variants["tta"], val_variants["tta"])}
     if calibrate:
         fit_on = val_frame if val_frame is not None else predictions.read_predictions(
             out_dir / runs.predictions_name("val"))
@@ -288,7 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-predictions", default=None,
                         help="validation predictions CSV (default: predictions_val.csv beside "
                              "the evaluated predictions)")
-    parser.add_argument("--tta", action="store_true", help="also evaluate 8-view TTA predictions")
+    parser.add_argument("--tta", action="store_true",
+                        help="also evaluate 8-view TTA predictions (the result of a run whose "
+                             "recipe predicts with TTA, config predict_tta)")
     parser.add_argument("--calibrate", action="store_true",
                         help="also evaluate temperature-scaled predictions (fitted on val)")
     parser.add_argument("--corruptions", action="store_true",

@@ -77,12 +77,20 @@ def metrics_lines(result: dict[str, Any], predict_tta: bool = False) -> list[str
     lines = [f"## Test metrics ({result['n_images']} images, 95 % bootstrap CI over "
              f"{result['bootstrap']['unit']}s, {result['bootstrap']['n_boot']} replicates)", "",
              markdown_table(rows, ["metric", "plain", "TTA", "temperature-scaled"]), ""]
-    if predict_tta:
+    if predict_tta and "tta" not in result:
+        lines += ["This run's recipe predicts with test-time augmentation (config "
+                  "`predict_tta`), but TTA was not evaluated (`python -m utils evaluate RUN "
+                  "--tta`): the plain column is the same model on one view, **not the recipe's "
+                  "result**.", ""]
+    elif predict_tta:
         lines += ["This run's recipe predicts with test-time augmentation (config "
                   "`predict_tta`, chosen before this run on validation screening runs, not on "
                   "this test split): **its result is the TTA column**; the plain column is the "
                   "same model on one view. The per-class table and the confusion matrix below "
-                  "are of the TTA predictions.", ""]
+                  "are of the TTA predictions."
+                  + (f" Predicting the validation and test images over the 8 views took "
+                     f"{result['tta']['predict_s']:.0f} s after training." if "predict_s" in
+                     result["tta"] else ""), ""]
     if point:
         lines.append(
             f"Melanoma operating point: the rule \"P({point['class']}) >= "

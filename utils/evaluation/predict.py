@@ -181,8 +181,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None, type=checked(dataset_name, "dataset"),
                         help="dataset whose class codes the model predicts "
                              "(default: from config.json)")
-    parser.add_argument("--tta", action="store_true",
-                        help="average over the 8 flips/rotations (utils.evaluation.tta)")
+    views = parser.add_mutually_exclusive_group()
+    views.add_argument("--tta", action="store_true", default=None,
+                       help="average over the 8 flips/rotations (utils.evaluation.tta); the "
+                            "default where the run's config.json says predict_tta")
+    views.add_argument("--no-tta", dest="tta", action="store_false",
+                       help="one view, even where the run's recipe predicts with TTA")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument("--preprocess", default=None,
                         help="dermoscopy preprocessing of the images (default: the run's "
@@ -192,10 +196,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from utils.evaluation import tta
 
+    use_tta = (bool(run_config(args.model).get("predict_tta", False)) if args.tta is None
+               else args.tta)
     frame = predict_path(args.model, args.source, args.image_size, args.dataset,
-                         tuple(tta.DIHEDRAL_VIEWS) if args.tta else None, args.batch_size,
+                         tuple(tta.DIHEDRAL_VIEWS) if use_tta else None, args.batch_size,
                          preprocess=args.preprocess)
     fileio.write_csv(args.out, frame)
     counts = frame["predicted"].value_counts().to_dict()
-    print(f"wrote {paths.display(args.out)}: {len(frame)} images; predicted classes {counts}")
+    print(f"wrote {paths.display(args.out)}: {len(frame)} images "
+          f"({'8-view TTA' if use_tta else 'one view'}); predicted classes {counts}")
     return 0

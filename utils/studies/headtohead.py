@@ -146,7 +146,8 @@ def write_report(results: dict[str, dict[str, Any]], base: TrainConfig, size: in
         f"by measuring each model on the machine), {size} px (the largest minimum input size "
         f"among them), weights {weights}, the same lesion-grouped split (seed 0) and seed "
         f"{base.seed}.",
-        f"- Test: {n_test} images, each model's predictions read once; 95 % CIs from 1,000 "
+        f"- Test: {n_test} images, each model's plain (one-view) predictions read once, "
+        "whatever the recipe's prediction mode; 95 % CIs from 1,000 "
         "lesion-bootstrap replicates. `train img/s`: training throughput measured after "
         "tracing (batch " + f"{base.batch_size}). `val BA`: validation balanced accuracy of the "
         "epoch kept (checkpoint selection on validation).",
