@@ -61,6 +61,10 @@ def test_smoke_run_learns_and_writes_the_run_folder(synthetic_ham, tmp_path):
     np.testing.assert_allclose(probs, frame[list(datasets.HAM10000.classes)], atol=1e-5)
     assert history["val_balanced_accuracy"].max() == pytest.approx(
         pipeline_balanced_accuracy(frame), abs=1e-6)
+    # training a finished folder again reuses it: its time and commit stay the training's
+    written = {name: (run_dir / name).read_bytes() for name in ("run_info.json", "model.keras")}
+    assert train(config, run_dir=run_dir) == run_dir
+    assert all((run_dir / name).read_bytes() == data for name, data in written.items())
 
 
 def pipeline_balanced_accuracy(frame: pd.DataFrame) -> float:

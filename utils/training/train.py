@@ -257,6 +257,11 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
 
     from utils.training import models
 
+    if (run_dir / runs.RUN_INFO).is_file() and (run_dir / runs.MODEL).is_file():
+        # finished before: nothing to train, and its run_info.json and budget.json (time,
+        # commit, CPU share of the training) stay as the training wrote them
+        print(f"run folder: {paths.display(run_dir)} is finished; reused as it is")
+        return run_dir
     check_resume_state(run_dir, [plan["stage"] for plan in stage_plan(config)])
     keras.utils.set_random_seed(config.seed)
     info = dataset_info(config)
