@@ -21,6 +21,7 @@ import pandas as pd
 
 from utils import fileio, paths
 from utils.arguments import non_negative_int
+from utils.evaluation.model_card import headline_section
 from utils.scoring import metrics, predictions
 from utils.tables import format_ci, markdown_table
 from utils.training import runs
@@ -63,9 +64,7 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
     config = _read_json(run_dir / runs.CONFIG)
     info = _read_json(run_dir / runs.RUN_INFO)
     result = run_metrics(run_dir, n_boot, seed)
-    prediction = "plain"
-    if config.get("predict_tta") and "tta" in result:  # the recipe's result is its TTA section
-        result, prediction = result["tta"], "TTA (8 views)"
+    result, tta = headline_section(result, bool(config.get("predict_tta")))
     values = result["metrics"]
     point = result.get("operating_point") or {}
     planned = TrainConfig.from_dict(config).total_epochs if config else None
@@ -77,7 +76,7 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
         "image_size": config.get("image_size"),
         "weights": config.get("weights") or "none (from scratch)",
         "epochs": info.get("epochs_completed", planned),
-        "prediction": prediction,
+        "prediction": "TTA (8 views)" if tta else "plain",
         "n_test": result["n_images"],
         "balanced_accuracy": ba["value"],
         "balanced_accuracy_ci_low": ba["ci_low"],

@@ -107,12 +107,17 @@ def metrics_lines(result: dict[str, Any], predict_tta: bool = False) -> list[str
     return lines + ["", PROVENANCE]
 
 
-def headline_section(result: dict[str, Any], predict_tta: bool) -> tuple[dict[str, Any], str]:
-    """(the metrics section that is the run's result, its name): the TTA section where the
-    recipe predicts with TTA and it was evaluated, else the plain one."""
+def headline_section(result: dict[str, Any], predict_tta: bool) -> tuple[dict[str, Any], bool]:
+    """(the evaluation section that is the run's result, whether it is the TTA one): TTA where
+    the recipe predicts with TTA and it was evaluated, else plain. The card and `compare` both
+    report this section."""
     if predict_tta and "tta" in result:
-        return {**result, **result["tta"]}, "TTA predictions, the recipe's result"
-    return result, "plain predictions"
+        return {**result, **result["tta"]}, True
+    return result, False
+
+
+def section_name(tta: bool) -> str:
+    return "TTA predictions, the recipe's result" if tta else "plain predictions"
 
 
 def per_class_lines(result: dict[str, Any], name: str = "plain predictions") -> list[str]:
@@ -295,7 +300,7 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
 
     run_dir = Path(run_dir)
     config = TrainConfig.load(run_dir / runs.CONFIG)
-    headline = headline_section(result, config.predict_tta)
+    headline, tta = headline_section(result, config.predict_tta)
     info = json.loads((run_dir / runs.RUN_INFO).read_text())
     manifest = load_manifest(run_dir / runs.MANIFEST)
     external = external_results(run_dir) if external is None else external
@@ -318,8 +323,9 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
            if config.select_best else "the weights of the last epoch (or their average)."),
         budget.recipe_line(config), *budget.card_lines(Path(run_dir), config), "",
         "## Data", *data_lines(config, manifest), "",
-        *metrics_lines(result, config.predict_tta), "", *per_class_lines(*headline), "",
-        *confusion_lines(*headline), "",
+        *metrics_lines(result, config.predict_tta), "",
+        *per_class_lines(headline, section_name(tta)), "",
+        *confusion_lines(headline, section_name(tta)), "",
         "Plots: [training curves](plots/training_curves.png), "
         "[confusion matrix](plots/test_confusion_matrix_normalised.png), "
         "[ROC curves](plots/test_roc_curves.png), "

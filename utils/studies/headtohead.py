@@ -50,14 +50,6 @@ def shared_manifest(config: TrainConfig) -> pd.DataFrame:
     return build_manifest(replace(config, seed=0))
 
 
-def train_one(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame) -> Path:
-    from utils.training import train
-
-    if (run_dir / runs.RUN_INFO).is_file():
-        return run_dir
-    return train.train(config, run_dir=run_dir, manifest=manifest)
-
-
 def score_one(run_dir: Path, n_boot: int) -> dict[str, Any]:
     """Test metrics with CIs (the model's single read of the test split) and the run's facts."""
     import keras
@@ -89,6 +81,8 @@ def score_one(run_dir: Path, n_boot: int) -> dict[str, Any]:
 def head_to_head(base: TrainConfig, names: Sequence[str], size: int, root: Path,
                  n_boot: int = 1000) -> dict[str, dict[str, Any]]:
     """Train (or reuse) and score every backbone in turn."""
+    from utils.training import train
+
     manifest = shared_manifest(base)
     if base.cache:  # write the cache of resized images before any backbone's clock starts
         from utils.training.data import dataset_info, make_datasets
@@ -100,7 +94,7 @@ def head_to_head(base: TrainConfig, names: Sequence[str], size: int, root: Path,
         config = replace(base, backbone=spec.name, image_size=size)
         run_dir = root / f"{spec.key}-{size}"
         print(f"[headtohead] {spec.name} @ {size} px", flush=True)
-        train_one(config, run_dir, manifest)
+        train.train(config, run_dir=run_dir, manifest=manifest)  # a finished one: reused
         results[spec.name] = {"run_dir": paths.display(run_dir), **score_one(run_dir, n_boot)}
     return results
 

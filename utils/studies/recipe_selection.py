@@ -96,14 +96,6 @@ def run_folder(root: Path, variant: str, seed: int, member: int = 0) -> Path:
     return root / f"{variant}-seed{seed}{suffix}"
 
 
-def _train_once(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame) -> Path:
-    from utils.training import train
-
-    if (run_dir / runs.RUN_INFO).is_file():
-        return run_dir  # finished before: resume is reuse
-    return train.train(config, run_dir=run_dir, manifest=manifest)
-
-
 def val_probabilities(run_dirs: Sequence[Path], tta: bool = False) -> tuple[pd.DataFrame,
                                                                             np.ndarray]:
     """(validation rows, mean class probabilities over the runs) of finished run folders."""
@@ -197,6 +189,8 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
            n_boot: int = 1000, epochs: int | None = None) -> dict[str, Any]:
     """Train (or reuse) every screening run, seed by seed (all variants of one seed before the
     next seed: a run cut short still leaves paired results), and compare them."""
+    from utils.training import train
+
     manifest = screening_manifest(base)
     trained: dict[str, dict[int, list[Path]]] = {}
     reused = 0
@@ -211,8 +205,9 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
                 reused += int((folder / runs.RUN_INFO).is_file())
                 print(f"[select-recipe] {variant} seed {seed}"
                       + (f" member {member}" if members > 1 else ""), flush=True)
-                folders.append(_train_once(run_config(base, variant, seed, member, epochs),
-                                           folder, manifest))
+                # a finished folder is reused as it is (train.train), a killed one resumes
+                folders.append(train.train(run_config(base, variant, seed, member, epochs),
+                                           run_dir=folder, manifest=manifest))
             trained.setdefault(variant, {})[seed] = folders
     results: dict[str, dict[int, np.ndarray]] = {}
     rows = None
