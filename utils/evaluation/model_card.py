@@ -280,8 +280,10 @@ def external_lines(external: dict[str, dict[str, Any]]) -> list[str]:
         "Per set: external/<set>/metrics.json."]
 
 
-def gradcam_lines(localisation: pd.DataFrame, image_size: int) -> list[str]:
+def gradcam_lines(localisation: pd.DataFrame, image_size: int, members: int = 1) -> list[str]:
     return ["## Grad-CAM localisation (test images with lesion masks)", "",
+            *([f"This model averages {members} members; Grad-CAM explains the first "
+               "(members/m0).", ""] if members > 1 else []),
             markdown_table(localisation[["label", "n_images", "energy_inside", "pointing_game",
                                          "mask_fraction"]],
                            ["class", "images", "CAM energy inside lesion", "pointing game",
@@ -318,7 +320,8 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
                           else "one stage, whole network, BatchNorm learning") + "; "
         f"augmentation {config.augment}, imbalance handling {config.imbalance}, "
         f"seed {config.seed}; {info.get('epochs_completed', '?')} epochs in "
-        f"{info.get('duration_s', 0):.0f} s on {info.get('device', '?')}; "
+        f"{info.get('duration_s', 0):.0f} s on {info.get('device', '?')}"
+        + (f" (all {config.members} members together)" if config.members > 1 else "") + "; "
         + ("the weights of the epoch with the best validation balanced accuracy."
            if config.select_best else "the weights of the last epoch (or their average)."),
         budget.recipe_line(config), *budget.card_lines(Path(run_dir), config), "",
@@ -326,7 +329,8 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
         *metrics_lines(result, config.predict_tta), "",
         *per_class_lines(headline, section_name(tta)), "",
         *confusion_lines(headline, section_name(tta)), "",
-        "Plots: [training curves](plots/training_curves.png), "
+        "Plots: " + ("[training curves](plots/training_curves.png), "
+                     if (Path(run_dir) / runs.HISTORY).is_file() else "") +
         "[confusion matrix](plots/test_confusion_matrix_normalised.png), "
         "[ROC curves](plots/test_roc_curves.png), "
         "[reliability](plots/test_reliability_compared.png).", "",
@@ -334,7 +338,7 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
         *external_lines(external), "",
     ]
     if localisation is not None:
-        lines += [*gradcam_lines(localisation, config.image_size), ""]
+        lines += [*gradcam_lines(localisation, config.image_size, config.members), ""]
     lines += [*checklist.checklist_lines(config, info, manifest, result, external,
                                          localisation is not None), "",
               "## Intended use and limits",

@@ -11,8 +11,9 @@ split. Each variant's validation balanced accuracy is compared with the base's, 
 (same seed), and the 95 % CI of the mean paired difference comes from resampling validation
 LESIONS (one set of bootstrap weights shared by all runs, so the pairing holds in every
 replicate). Two variants need no training of their own: "tta" predicts the base runs' validation
-images over the 8 dihedral views; "ensemble2" averages two models trained with half the budget
-each. Runs are resumable: a finished run folder is reused.
+images over the 8 dihedral views. "ensemble2" is the recipe with members=2
+(utils.training.ensemble): two models trained in turn with half the budget each, averaged into
+one model. Runs are resumable: a finished run folder is reused.
 
 Limits, stated in the report: screening budgets are shorter than the final one (a technique
 that needs long training, e.g. mixup, can look worse here than it would at 30 minutes), few
@@ -56,7 +57,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "adamw": ("AdamW, weight decay 0.05", {"optimizer": "adamw", "weight_decay": 0.05}),
     "plateau": ("constant rate reduced on plateau instead of cosine",
                 {"lr_schedule": "plateau", "warmup_epochs": 0.0}),
-    "ensemble2": ("two models of half the budget each, probabilities averaged", {}),
+    "ensemble2": ("two models of half the budget each, probabilities averaged", {"members": 2}),
     "tta": ("the base runs with 8-view test-time augmentation (validation)", {}),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
@@ -72,28 +73,24 @@ def screening_manifest(config: TrainConfig) -> pd.DataFrame:
     return manifest[manifest["split"] != "test"].reset_index(drop=True)
 
 
-def run_config(base: TrainConfig, variant: str, seed: int, member: int = 0,
+def run_config(base: TrainConfig, variant: str, seed: int,
                epochs: int | None = None) -> TrainConfig:
-    """The TrainConfig of one screening run (ensemble members: half the budget, other seeds).
+    """The TrainConfig of one screening run.
 
     epochs: equal compute instead of equal wall clock: `epochs` at the base's image size, scaled
-    by the pixel count at another size (training cost grows with it), no sizing by measurement."""
+    by the pixel count at another size (training cost grows with it) and shared by an
+    ensemble's members, no sizing by measurement."""
     overrides = dict(VARIANTS[variant][1])
     config = replace(base, **overrides, seed=seed)
-    share = 0.5 if variant == "ensemble2" else 1.0
-    if variant == "ensemble2":
-        config = replace(config, seed=seed + 1000 * member,
-                         budget_s=float(base.budget_s or 0) * share)
     if epochs is not None:
         pixels = (int(base.image_size) / int(config.image_size)) ** 2
         config = replace(config, budget_s=0.0,
-                         epochs=max(1, int(round(epochs * pixels * share))))
+                         epochs=max(1, int(round(epochs * pixels / config.members))))
     return config
 
 
-def run_folder(root: Path, variant: str, seed: int, member: int = 0) -> Path:
-    suffix = f"-m{member}" if variant == "ensemble2" else ""
-    return root / f"{variant}-seed{seed}{suffix}"
+def run_folder(root: Path, variant: str, seed: int) -> Path:
+    return root / f"{variant}-seed{seed}"
 
 
 def val_probabilities(run_dirs: Sequence[Path], tta: bool = False) -> tuple[pd.DataFrame,
@@ -198,17 +195,13 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
         for variant in variants:
             if variant == "tta":
                 continue
-            members = 2 if variant == "ensemble2" else 1
-            folders = []
-            for member in range(members):
-                folder = run_folder(root, variant, seed, member)
-                reused += int((folder / runs.RUN_INFO).is_file())
-                print(f"[select-recipe] {variant} seed {seed}"
-                      + (f" member {member}" if members > 1 else ""), flush=True)
-                # a finished folder is reused as it is (train.train), a killed one resumes
-                folders.append(train.train(run_config(base, variant, seed, member, epochs),
-                                           run_dir=folder, manifest=manifest))
-            trained.setdefault(variant, {})[seed] = folders
+            folder = run_folder(root, variant, seed)
+            reused += int((folder / runs.RUN_INFO).is_file())
+            print(f"[select-recipe] {variant} seed {seed}", flush=True)
+            # a finished folder is reused as it is (train.train), a killed one resumes
+            trained.setdefault(variant, {})[seed] = [
+                train.train(run_config(base, variant, seed, epochs), run_dir=folder,
+                            manifest=manifest)]
     results: dict[str, dict[int, np.ndarray]] = {}
     rows = None
     for variant, by_seed in trained.items():
@@ -244,7 +237,7 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
         "manifest before any training: these runs never read it.",
         "",
         (f"- Base recipe (equal compute: {epochs} epochs per run at {base.image_size} px, "
-         "scaled by pixel count at another size, half each for an ensemble member; equal wall "
+         "scaled by pixel count at another size and shared by an ensemble's members; equal wall "
          "clock is not comparable on a machine shared with other jobs): " if epochs else
          f"- Base recipe ({base.budget}, {float(base.budget_s):.0f} s of wall clock per run, "
          "epochs sized by measuring on the machine): ")

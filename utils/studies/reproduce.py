@@ -112,7 +112,7 @@ def gradcam_report(run_dir: Path, manifest: pd.DataFrame, config: TrainConfig, m
                    n_images: int, out_dir: Path) -> pd.DataFrame | None:
     """Grad-CAM localisation on test images that have a lesion mask; None where none has."""
     from utils.evaluation import gradcam
-    from utils.training import models
+    from utils.training import ensemble, models
     from utils.training.data import pipeline_preprocess
 
     test = manifest[(manifest["split"] == "test") & ~manifest.get(
@@ -122,7 +122,8 @@ def gradcam_report(run_dir: Path, manifest: pd.DataFrame, config: TrainConfig, m
     if n_images <= 0 or test.empty:
         return None
     sample = test.groupby("label", sort=False).head(max(1, n_images // 7)).head(n_images)
-    model = models.load_model(run_dir / runs.MODEL)
+    # an ensemble: Grad-CAM explains its first member (utils.training.ensemble)
+    model = ensemble.explained_member(models.load_model(run_dir / runs.MODEL))
     scores = gradcam.localisation_scores(model, sample, mask_root, config.image_size,
                                          config.resize_policy,
                                          preprocess=pipeline_preprocess(config))

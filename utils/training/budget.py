@@ -338,7 +338,8 @@ def deadline_callback(deadline: float) -> Any:
 
 def replay_arguments(config: TrainConfig) -> str:
     """CLI options that replay a sized run without re-measuring (same machine: same result)."""
-    text = f"--budget-s 0 --image-size {config.image_size}"
+    text = f"--budget-s 0 --image-size {config.image_size}" + (
+        f" --members {config.members}" if config.members > 1 else "")
     if config.pretrained:
         text += f" --stage1-epochs {config.stage1_epochs} --stage2-epochs {config.stage2_epochs}"
     else:
@@ -359,12 +360,15 @@ def recipe_line(config: TrainConfig) -> str:
                                      if config.optimizer == "adamw" else "")
     mixing = ", ".join(f"{name} {alpha:g}" for name, alpha in
                        (("mixup", config.mixup_alpha), ("CutMix", config.cutmix_alpha)) if alpha)
+    members = (f"; an ensemble of {config.members} models trained one after another (seeds "
+               f"{config.seed}, {config.seed + 1000}, ...; each an equal share of the wall clock), "
+               "probabilities averaged in one model.keras" if config.members > 1 else "")
     return (f"- Recipe: {optimizer}, learning rate {config.learning_rate:g}, schedule {schedule}, "
             f"batch {config.batch_size}, dropout {config.dropout:g}, label smoothing "
             f"{config.label_smoothing:g}, batch mixing {mixing or 'none'}, weight averaging "
             f"{average}, cached resized images {'yes' if config.cache else 'no'}, predictions "
             + ("averaged over the 8 dihedral views (TTA: the run's result is the TTA column)"
-               if config.predict_tta else "plain (one view)") + ".")
+               if config.predict_tta else "plain (one view)") + members + ".")
 
 
 def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
@@ -403,4 +407,12 @@ def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
             + (" (the rate schedule followed the wall clock once the run fell behind its plan, "
                "so a replay has the same sizes, not exactly the same schedule)"
                if outcome["stopped_by_deadline"] else "") + ".")
+    if report.get("members"):
+        lines.append("- Members (one run folder each under members/, sized in turn; the first's "
+                     "measurements above): " + "; ".join(
+                         f"{m['run_dir']}: {m['budget_s']:.0f} s, "
+                         f"{m['outcome'].get('epochs_completed', '?')} of "
+                         f"{m['chosen']['epochs']} planned epochs" for m in report["members"])
+                     + " (the epochs above are their sum; the replay gives each member the "
+                     "first's epochs).")
     return lines

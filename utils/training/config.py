@@ -52,7 +52,7 @@ FIELD_MINIMUMS: tuple[tuple[str, float, bool], ...] = (
     ("stage2_lr", 0, False), ("dropout", 0, True), ("bn_momentum", 0, True),
     ("weight_decay", 0, True), ("warmup_epochs", 0, True), ("label_smoothing", 0, True),
     ("mixup_alpha", 0, True), ("cutmix_alpha", 0, True), ("mix_prob", 0, True),
-    ("ema_decay", 0, True), ("swa_start", 0, True), ("budget_s", 0, True),
+    ("ema_decay", 0, True), ("swa_start", 0, True), ("budget_s", 0, True), ("members", 1, True),
 )
 # Fields that are fractions: at most 1.
 FIELD_FRACTIONS = ("label_smoothing", "mix_prob", "ema_decay", "swa_start")
@@ -112,6 +112,7 @@ class TrainConfig:
     weight_average: str = "none"  # none | ema (every step) | swa (epoch ends, late training)
     ema_decay: float = 0.998  # EMA decay per step (averages about 1 / (1 - decay) steps)
     swa_start: float = 0.5  # SWA averages the epoch-end weights from this fraction of epochs on
+    members: int = 1  # models trained in turn (seed + 1000 k), averaged into one model.keras
     # --- prediction ---
     predict_tta: bool = False  # the run's result is the mean over 8 dihedral views (plain too)
     # --- wall-clock budget (utils.training.budget) ---

@@ -6,7 +6,8 @@ config.json (resolved TrainConfig), manifest.csv (the split trained on), history
 epoch), model.keras (best epoch), predictions_<split>.csv (utils.scoring.predictions),
 run_info.json (time, device, versions), budget.json (a budgeted run's measurements, sizes and
 outcome), checkpoints/ (best epoch, finished stages, the running weight average) and backup/
-(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster), .lock
+(resume), logs/ (TensorBoard), workers/ (non-chief workers of a multi-worker cluster),
+members/m<k>/ (an ensemble's members, run folders themselves: utils.training.ensemble), .lock
 (held by the process training into the folder), and the evaluation outputs metrics.json /
 metrics.csv / plots/, selective.csv, subgroups.csv, corruptions.csv, model_card.md and
 external/<test set>/."""
@@ -57,6 +58,7 @@ class RunLockedError(UserError, RuntimeError):
     """Another process is training into the same run folder."""
 
 
+MEMBERS_DIR = "members"  # an ensemble's members, one run folder each (utils.training.ensemble)
 BUDGET = "budget.json"  # the wall-clock budget's measurements and chosen sizes (training.budget)
 
 
@@ -135,7 +137,12 @@ def lock_run(run_dir: str | os.PathLike) -> Iterator[Path]:
 
 def completed_epochs(run_dir: str | os.PathLike) -> int:
     """Epochs logged in history.csv (0 without one; 1 when it exists but cannot be read, so an
-    unreadable history never counts as "nothing to keep")."""
+    unreadable history never counts as "nothing to keep"), an ensemble's members' included."""
+    members = Path(run_dir) / MEMBERS_DIR
+    return _logged_epochs(run_dir) + sum(_logged_epochs(m) for m in sorted(members.glob("m*")))
+
+
+def _logged_epochs(run_dir: str | os.PathLike) -> int:
     history = Path(run_dir) / HISTORY
     if not history.is_file():
         return 0

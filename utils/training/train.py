@@ -136,10 +136,10 @@ class _keras_tmp:
 
 # --------------------------------------------------------------------------- outputs
 def write_predictions(model: Any, data: dict, manifest: pd.DataFrame, classes: Sequence[str],
-                      run_dir: Path) -> dict[str, Path]:
-    """predictions_val.csv and predictions_test.csv of the run's model."""
+                      run_dir: Path, splits: Sequence[str] = ("val", "test")) -> dict[str, Path]:
+    """predictions_val.csv and predictions_test.csv of the run's model (`splits` of them)."""
     written = {}
-    for split in ("val", "test"):
+    for split in splits:
         rows = manifest[manifest["split"] == split]
         if data.get(split) is None:
             probs = np.zeros((0, len(classes)))
@@ -226,12 +226,14 @@ def check_inputs(config: TrainConfig, run_dir: str | os.PathLike | None = None) 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
           manifest: pd.DataFrame | None = None,
-          runs_root: str | os.PathLike | None = None) -> Path:
+          runs_root: str | os.PathLike | None = None,
+          predict_splits: Sequence[str] = ("val", "test")) -> Path:
     """Train per `config` into a new run folder (or resume `run_dir`); returns the folder.
 
     manifest: a split manifest to use instead of building one (ignored when resuming).
-    runs_root: where new run folders go (default runs/). See the module docstring for what
-    happens on bad input, a second process, a NaN loss or a damaged resume state."""
+    runs_root: where new run folders go (default runs/). predict_splits: the splits whose
+    predictions the run writes (an ensemble's members: val only). See the module docstring for
+    what happens on bad input, a second process, a NaN loss or a damaged resume state."""
     from utils.training.devices import worker_run_dir
 
     started = time.time()
@@ -243,7 +245,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
     with runs.lock_run(folder):
         try:
             config, folder = prepare_run(config, folder)
-            return _train_in(config, folder, manifest, started)
+            return _train_in(config, folder, manifest, started, tuple(predict_splits))
         except BaseException:
             if created and runs.completed_epochs(folder) == 0:  # nothing worth keeping
                 shutil.rmtree(folder, ignore_errors=True)
@@ -251,7 +253,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None,
 
 
 def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
-              started: float) -> Path:
+              started: float, predict_splits: tuple[str, ...] = ("val", "test")) -> Path:
     """The training itself, in a prepared and locked run folder."""
     import keras
 
@@ -262,15 +264,17 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
         # commit, CPU share of the training) stay as the training wrote them
         print(f"run folder: {paths.display(run_dir)} is finished; reused as it is")
         return run_dir
-    check_resume_state(run_dir, [plan["stage"] for plan in stage_plan(config)])
-    keras.utils.set_random_seed(config.seed)
-    info = dataset_info(config)
     if (run_dir / runs.MANIFEST).is_file():
         manifest = load_manifest(run_dir / runs.MANIFEST)
     else:
         manifest = build_manifest(config) if manifest is None else manifest
         check_manifest(manifest, "split manifest", required_splits=("train", "val"))
         save_manifest(manifest, run_dir / runs.MANIFEST)
+    if config.members > 1:
+        return _train_ensemble(config, run_dir, manifest, started)
+    check_resume_state(run_dir, [plan["stage"] for plan in stage_plan(config)])
+    keras.utils.set_random_seed(config.seed)
+    info = dataset_info(config)
     strategy = configure_devices(config)
     deadline, model = None, None
     if budget.sizes_run(config) and budget.load_report(run_dir) is None:
@@ -298,13 +302,46 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
                 image_size=config.image_size, dropout=config.dropout,
                 bn_momentum=config.bn_momentum)
         fit_stages(model, data, labels, config, run_dir, class_weight, deadline, compiled)
-    finish_run(model, data, manifest, config, run_dir, started, strategy)
+    finish_run(model, data, manifest, config, run_dir, started, strategy, predict_splits)
+    budget.record_outcome(run_dir, config)
+    return run_dir
+
+
+def _train_ensemble(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame,
+                    started: float) -> Path:
+    """An ensemble run (utils.training.ensemble): its members, then the averaged model, its
+    val/test predictions, run_info.json and budget.json."""
+    import keras
+    import tensorflow as tf
+
+    from utils.training import ensemble
+
+    cpu_start = budget.cpu_snapshot()
+    folders = ensemble.train_members(config, run_dir, manifest, started, train)
+    config = ensemble.sized_config(config, folders)
+    config.save(run_dir / runs.CONFIG)
+    members = [keras.saving.load_model(str(f / runs.MODEL), safe_mode=True) for f in folders]
+    model = ensemble.average_model(members)
+    with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
+        model.save(str(tmp))
+    data = make_datasets(manifest, config, dataset_info(config).num_classes)
+    write_predictions(model, data, manifest, dataset_info(config).classes, run_dir)
+    info = run_info(started, config, run_dir, tf.distribute.get_strategy())
+    summary = ensemble.members_summary(folders)
+    info.update(epochs_completed=int(sum(m["epochs_completed"] or 0 for m in summary)),
+                best_val_balanced_accuracy=ensemble.validation_balanced_accuracy(run_dir),
+                members=summary)
+    report = ensemble.budget_report(config, folders, cpu_start, started)
+    if report is not None:
+        fileio.write_json(run_dir / runs.BUDGET, report)
+    fileio.write_json(run_dir / runs.RUN_INFO, info)
     budget.record_outcome(run_dir, config)
     return run_dir
 
 
 def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConfig,
-               run_dir: Path, started: float, strategy: Any = None) -> Path:
+               run_dir: Path, started: float, strategy: Any = None,
+               predict_splits: Sequence[str] = ("val", "test")) -> Path:
     """Write the run folder's outputs: the best checkpoint's model.keras, the val/test
     predictions and run_info.json (the one writer of these files)."""
     import tensorflow as tf
@@ -318,7 +355,8 @@ def finish_run(model: Any, data: dict, manifest: pd.DataFrame, config: TrainConf
                                  "instead, or train a new run")
     with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
         model.save(str(tmp))
-    write_predictions(model, data, manifest, dataset_info(config).classes, run_dir)
+    write_predictions(model, data, manifest, dataset_info(config).classes, run_dir,
+                      predict_splits)
     strategy = strategy or tf.distribute.get_strategy()
     fileio.write_json(run_dir / runs.RUN_INFO, run_info(started, config, run_dir, strategy))
     return run_dir
