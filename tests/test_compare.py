@@ -88,3 +88,13 @@ def test_update_readme_replaces_only_the_results_block(tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(ValueError, match="results:start"):
         compare.update_readme(readme, "x", "cmd")
+
+
+def test_an_ensemble_run_is_named_as_one(tiny_run, tmp_path):
+    import shutil
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "ensemble")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert compare.run_row(run_dir, n_boot=0)["backbone"] == config["backbone"]
+    (run_dir / "config.json").write_text(json.dumps({**config, "members": 2}))
+    assert compare.run_row(run_dir, n_boot=0)["backbone"] == f"{config['backbone']} x2 (ensemble)"

@@ -72,7 +72,8 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
     return {
         "run": run_dir.name,
         "dataset": config.get("dataset"),
-        "backbone": config.get("backbone"),
+        "backbone": config.get("backbone") + (f" x{config['members']} (ensemble)"
+                                              if config.get("members", 1) > 1 else ""),
         "image_size": config.get("image_size"),
         "weights": config.get("weights") or "none (from scratch)",
         "epochs": info.get("epochs_completed", planned),
