@@ -83,3 +83,14 @@ def test_a_report_from_reused_runs_does_not_claim_their_cpu_share():
     assert "6 %" in selection._share_text(0.06)
     text = selection._share_text(0.39, reused=10)
     assert "10 finished run folders were reused" in text and "39" not in text
+
+
+def test_limits_say_what_the_screening_had():
+    base = budget.apply_budget("cpu-5min", TrainConfig(dataset="synthetic"))
+    short = selection.limits_text(base, [0, 1], None)
+    assert "300 s of wall clock per run is a shorter horizon" in short
+    assert "2 training seeds" in short
+    assert "shorter horizon" in selection.limits_text(base, [0, 1], 5)
+    full = selection.limits_text(budget.apply_budget("cpu-30min", TrainConfig()), [0], None)
+    assert "the final run's horizon (1800 s" in full and "shorter" not in full
+    assert "one training seed" in full

@@ -15,9 +15,10 @@ images over the 8 dihedral views. "ensemble2" is the recipe with members=2
 (utils.training.ensemble): two models trained in turn with half the budget each, averaged into
 one model. Runs are resumable: a finished run folder is reused.
 
-Limits, stated in the report: screening budgets are shorter than the final one (a technique
-that needs long training, e.g. mixup, can look worse here than it would at 30 minutes), few
-seeds, one split; the final recipe combines winners that were only tested one at a time.
+Limits, stated in the report (limits_text) from the settings it ran with: a horizon shorter
+than the final run's (a technique that needs long training, e.g. mixup, can look worse there),
+few seeds (one seed: the CIs cover the validation lesions, not training's own spread), one
+split; the final recipe combines winners that were only tested one at a time.
 """
 from __future__ import annotations
 
@@ -269,14 +270,7 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
         "val BA per seed", "val BA mean [CI]", "paired Δ vs base [CI]", "reading"]))
     lines += [
         "",
-        "Limits: screening budgets are much shorter than the final 30-minute budget (techniques "
-        "that need long training, such as mixup, can look worse here than they would there); "
-        "two seeds and one split; variants were tested one at a time, not in combination; the "
-        "machine was shared with other jobs (training rates vary by run). The final recipe "
-        "(utils.training.budget.CPU_RECIPE) keeps a technique only when the 95 % CI of its "
-        "paired difference lies above 0 here (\"better\"); a point estimate above 0 with a CI "
-        "that includes 0 does not count. The model card of the final run reports its own test "
-        "numbers.",
+        limits_text(base, seeds, epochs),
     ]
     md = fileio.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     payload = {"command": command, "base": base.to_dict(), "seeds": list(seeds),
@@ -289,6 +283,32 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
                "n_val_lesions": result["n_val_lesions"], "val_counts": result["val_counts"]}
     js = fileio.write_json(out.with_suffix(".json"), payload)
     return md, js
+
+
+def limits_text(base: TrainConfig, seeds: Sequence[int], epochs: int | None) -> str:
+    """The report's limits paragraph, from the settings the screening actually had."""
+    from utils.training.budget import BUDGETS
+
+    final = BUDGETS["cpu-30min"].seconds
+    if epochs or float(base.budget_s or 0) < final:
+        horizon = ((f"{epochs} epochs per run at equal compute" if epochs else
+                    f"{float(base.budget_s):.0f} s of wall clock per run")
+                   + f" is a shorter horizon than the final {final / 60:.0f}-minute run "
+                   "(techniques that need long training, such as mixup, can look worse here "
+                   "than they would there)")
+    else:
+        horizon = (f"each run had the final run's horizon ({float(base.budget_s):.0f} s of wall "
+                   "clock, its epochs sized on this machine)")
+    spread = (f"{len(seeds)} training seeds" if len(seeds) > 1 else
+              "one training seed: the CIs cover which validation lesions were drawn, not how "
+              "much training itself varies from seed to seed or with CPU timing (see the "
+              "30-minute runs in reports/README.md: same recipe and seed, several points apart)")
+    return (f"Limits: {horizon}; {spread}; one split; variants were tested one at a time, not "
+            "in combination; an ensemble's epochs and wall clock are those of all its members "
+            "together. The final recipe (utils.training.budget.CPU_RECIPE) keeps a technique "
+            "only when the 95 % CI of its paired difference lies above 0 here (\"better\"); a "
+            "point estimate above 0 with a CI that includes 0 does not count. The model card of "
+            "the final run reports its own test numbers.")
 
 
 def _share_text(share: float | None, reused: int = 0) -> str:
