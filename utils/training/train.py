@@ -264,17 +264,12 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
         # commit, CPU share of the training) stay as the training wrote them
         print(f"run folder: {paths.display(run_dir)} is finished; reused as it is")
         return run_dir
-    if (run_dir / runs.MANIFEST).is_file():
-        manifest = load_manifest(run_dir / runs.MANIFEST)
-    else:
-        manifest = build_manifest(config) if manifest is None else manifest
-        check_manifest(manifest, "split manifest", required_splits=("train", "val"))
-        save_manifest(manifest, run_dir / runs.MANIFEST)
     if config.members > 1:
-        return _train_ensemble(config, run_dir, manifest, started)
+        return _train_ensemble(config, run_dir, _run_manifest(config, run_dir, manifest), started)
     check_resume_state(run_dir, [plan["stage"] for plan in stage_plan(config)])
     keras.utils.set_random_seed(config.seed)
     info = dataset_info(config)
+    manifest = _run_manifest(config, run_dir, manifest)
     strategy = configure_devices(config)
     deadline, model = None, None
     if budget.sizes_run(config) and budget.load_report(run_dir) is None:
@@ -305,6 +300,18 @@ def _train_in(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame | None,
     finish_run(model, data, manifest, config, run_dir, started, strategy, predict_splits)
     budget.record_outcome(run_dir, config)
     return run_dir
+
+
+def _run_manifest(config: TrainConfig, run_dir: Path,
+                  manifest: pd.DataFrame | None) -> pd.DataFrame:
+    """The run folder's manifest.csv (a resumed run's), else `manifest` or a new lesion split,
+    checked and saved there."""
+    if (run_dir / runs.MANIFEST).is_file():
+        return load_manifest(run_dir / runs.MANIFEST)
+    manifest = build_manifest(config) if manifest is None else manifest
+    check_manifest(manifest, "split manifest", required_splits=("train", "val"))
+    save_manifest(manifest, run_dir / runs.MANIFEST)
+    return manifest
 
 
 def _train_ensemble(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame,
