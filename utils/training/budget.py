@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 
 from utils import fileio
 from utils.training import runs
-from utils.training.config import TrainConfig
+from utils.training.config import MEMBER_SEED_STRIDE, TrainConfig
 
 # The budgeted CPU recipe: from scratch, cosine decay with warm-up, balanced sampling, online
 # augmentation, cached resized images, an EMA of the weights, predictions averaged over the 8
@@ -361,8 +361,9 @@ def recipe_line(config: TrainConfig) -> str:
     mixing = ", ".join(f"{name} {alpha:g}" for name, alpha in
                        (("mixup", config.mixup_alpha), ("CutMix", config.cutmix_alpha)) if alpha)
     members = (f"; an ensemble of {config.members} models trained one after another (seeds "
-               f"{config.seed}, {config.seed + 1000}, ...; each an equal share of the wall clock), "
-               "probabilities averaged in one model.keras" if config.members > 1 else "")
+               f"{config.seed}, {config.seed + MEMBER_SEED_STRIDE}, ...; each an equal share "
+               "of the wall clock), probabilities averaged in one model.keras"
+               if config.members > 1 else "")
     return (f"- Recipe: {optimizer}, learning rate {config.learning_rate:g}, schedule {schedule}, "
             f"batch {config.batch_size}, dropout {config.dropout:g}, label smoothing "
             f"{config.label_smoothing:g}, batch mixing {mixing or 'none'}, weight averaging "

@@ -54,6 +54,8 @@ FIELD_MINIMUMS: tuple[tuple[str, float, bool], ...] = (
     ("mixup_alpha", 0, True), ("cutmix_alpha", 0, True), ("mix_prob", 0, True),
     ("ema_decay", 0, True), ("swa_start", 0, True), ("budget_s", 0, True), ("members", 1, True),
 )
+# An ensemble's member k trains with seed + MEMBER_SEED_STRIDE * k (utils.training.ensemble).
+MEMBER_SEED_STRIDE = 1000
 # Fields that are fractions: at most 1.
 FIELD_FRACTIONS = ("label_smoothing", "mix_prob", "ema_decay", "swa_start")
 

@@ -26,9 +26,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from utils.training import runs
+from utils.training.config import MEMBER_SEED_STRIDE as SEED_STRIDE
 from utils.training.config import TrainConfig
 
-SEED_STRIDE = 1000  # member k trains with seed + SEED_STRIDE * k
 LAYER_PREFIX = "member"  # the ensemble model's sub-models: member0, member1, ...
 
 
@@ -39,7 +39,7 @@ def member_dir(run_dir: Path, k: int) -> Path:
 def member_config(config: TrainConfig, k: int, budget_s: float | None) -> TrainConfig:
     """The TrainConfig of member k: one model, its own seed, its share of the budget."""
     return replace(config, members=1, seed=config.seed + SEED_STRIDE * k,
-                   budget_s=budget_s if config.budget_s else config.budget_s)
+                   budget_s=config.budget_s if budget_s is None else budget_s)
 
 
 def member_budget(total_s: float, elapsed_s: float, members: int, k: int,

@@ -331,17 +331,18 @@ def _train_ensemble(config: TrainConfig, run_dir: Path, manifest: pd.DataFrame,
     model = ensemble.average_model(members)
     with _keras_tmp(run_dir / runs.MODEL, ".keras") as tmp:
         model.save(str(tmp))
-    data = make_datasets(manifest, config, dataset_info(config).num_classes)
-    write_predictions(model, data, manifest, dataset_info(config).classes, run_dir)
-    info = run_info(started, config, run_dir, tf.distribute.get_strategy())
+    info = dataset_info(config)
+    data = make_datasets(manifest, config, info.num_classes)
+    write_predictions(model, data, manifest, info.classes, run_dir)
+    record = run_info(started, config, run_dir, tf.distribute.get_strategy())
     summary = ensemble.members_summary(folders)
-    info.update(epochs_completed=int(sum(m["epochs_completed"] or 0 for m in summary)),
+    record.update(epochs_completed=int(sum(m["epochs_completed"] or 0 for m in summary)),
                 best_val_balanced_accuracy=ensemble.validation_balanced_accuracy(run_dir),
                 members=summary)
     report = ensemble.budget_report(config, folders, cpu_start, started)
     if report is not None:
         fileio.write_json(run_dir / runs.BUDGET, report)
-    fileio.write_json(run_dir / runs.RUN_INFO, info)
+    fileio.write_json(run_dir / runs.RUN_INFO, record)
     budget.record_outcome(run_dir, config)
     return run_dir
 
