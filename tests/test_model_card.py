@@ -71,7 +71,7 @@ def test_a_recipe_that_predicts_with_tta_reports_the_tta_section_as_its_result(t
     (run_dir / "config.json").write_text(json.dumps({**config, "predict_tta": True}))
     evaluate.evaluate(run_dir, n_boot=50, plots=False, selective=False, subgroups=False)
     card = (run_dir / "model_card.md").read_text()
-    assert "TTA was not evaluated" in card and "not the recipe's result" in card
+    assert "but that was not evaluated" in card and "not the recipe's result" in card
     assert compare.run_row(run_dir, n_boot=50)["prediction"] == "plain"
 
     result = evaluate.evaluate(run_dir, n_boot=50, plots=False, selective=False,

@@ -2,6 +2,8 @@
 thing, equal-compute epochs, and the paired lesion-bootstrap comparison."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -74,7 +76,7 @@ def test_report_states_the_keep_rule_and_that_rows_score_plain_predictions(tmp_p
     text = md.read_text()
     # ... but the screening rows are plain predictions, and the report says so and the rule
     assert "predict_tta" not in text.split("Every row")[0]
-    assert "plain (one-view) validation predictions except the tta row" in text
+    assert "plain (one-view) image-only validation predictions except the rescored" in text
     assert "CI of its paired difference lies above 0" in text
     assert "| tta |" in text and js.is_file()
 
@@ -94,3 +96,24 @@ def test_limits_say_what_the_screening_had():
     full = selection.limits_text(budget.apply_budget("cpu-30min", TrainConfig()), [0], None)
     assert "the final run's horizon (1800 s" in full and "shorter" not in full
     assert "one training seed" in full
+
+
+def test_the_metadata_variant_rescores_the_base_runs_with_the_fused_predictions(tiny_run,
+                                                                               tmp_path):
+    import shutil
+
+    from utils.data.manifest import load_manifest
+    from utils.evaluation import metadata_fusion
+    from utils.scoring.predictions import read_predictions
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "base-seed0")
+    assert selection.RESCORED["metadata"] == (False, True)
+    rows, plain = selection.val_probabilities([run_dir])
+    _, fused = selection.val_probabilities([run_dir], metadata=True)
+    manifest = load_manifest(run_dir / "manifest.csv")
+    val = read_predictions(run_dir / "predictions_val.csv")
+    model = json.loads((run_dir / metadata_fusion.MODEL_FILE).read_text())
+    expected = metadata_fusion.fused_frame(val, manifest, model)
+    classes = [c for c in val.columns if c not in rows.columns[:5]]
+    assert np.allclose(fused, expected[classes].to_numpy())
+    assert not np.allclose(fused, plain)

@@ -27,6 +27,8 @@ from utils.tables import format_ci, markdown_table
 from utils.training import runs
 from utils.training.config import TrainConfig
 
+PREDICTION_LABELS = {"plain": "plain", "tta": "TTA (8 views)", "metadata": "plain + metadata",
+                     "tta_metadata": "TTA (8 views) + metadata"}
 COLUMNS = ("run", "dataset", "backbone", "image_size", "weights", "epochs", "prediction", "n_test",
            "balanced_accuracy", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
            "macro_f1", "macro_auc", "melanoma_val_fixed_specificity_target",
@@ -64,7 +66,8 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
     config = _read_json(run_dir / runs.CONFIG)
     info = _read_json(run_dir / runs.RUN_INFO)
     result = run_metrics(run_dir, n_boot, seed)
-    result, tta = headline_section(result, bool(config.get("predict_tta")))
+    result, variant = headline_section(result, bool(config.get("predict_tta")),
+                                       bool(config.get("metadata_fusion")))
     values = result["metrics"]
     point = result.get("operating_point") or {}
     planned = TrainConfig.from_dict(config).total_epochs if config else None
@@ -77,7 +80,7 @@ def run_row(run_dir: Path, n_boot: int = metrics.DEFAULT_N_BOOT, seed: int = 0) 
         "image_size": config.get("image_size"),
         "weights": config.get("weights") or "none (from scratch)",
         "epochs": info.get("epochs_completed", planned),
-        "prediction": "TTA (8 views)" if tta else "plain",
+        "prediction": PREDICTION_LABELS[variant],
         "n_test": result["n_images"],
         "balanced_accuracy": ba["value"],
         "balanced_accuracy_ci_low": ba["ci_low"],

@@ -37,6 +37,7 @@ from utils.evaluation import subgroups as subgroups_module
 from utils.scoring import metrics, predictions
 from utils.scoring.predictions import predictions_frame
 from utils.training import runs
+from utils.training.config import TrainConfig
 
 SPLITS = ("test", "val")
 
@@ -101,6 +102,43 @@ def tta_predictions(run_dir: Path, split: str, classes: Sequence[str],
     return predictions_frame(rows, tta.predict_tta(model, data, views), classes)
 
 
+def metadata_requested(out_dir: Path, metadata: bool | None) -> bool:
+    """Whether to evaluate the metadata-fused variants: `metadata`, or (None) the run config's
+    metadata_fusion."""
+    if metadata is not None:
+        return metadata
+    config = out_dir / runs.CONFIG
+    return config.is_file() and TrainConfig.load(config).metadata_fusion
+
+
+def metadata_variants(out_dir: Path, split: str, variants: dict[str, pd.DataFrame],
+                      val_variants: dict[str, pd.DataFrame | None]
+                      ) -> list[tuple[str, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]]:
+    """(name, fused split frame, fused val frame, summary) of the plain and TTA variants fused
+    with the run's metadata model (fitted on its training split)."""
+    from utils.evaluation import metadata_fusion
+
+    manifest_path = out_dir / runs.MANIFEST
+    if not manifest_path.is_file():
+        raise DataError(f"{paths.display(out_dir)}: metadata fusion needs the run's "
+                        f"{runs.MANIFEST} (age, sex and site of every image, and which images "
+                        "trained the model)")
+    manifest = load_manifest(manifest_path)
+    classes = predictions.class_columns(variants["plain"])
+    model = metadata_fusion.run_model(out_dir, manifest, classes)
+    summary = {"metadata_model": metadata_fusion.MODEL_FILE, "fitted_on": model["fitted_on"],
+               "sites": len(model["sites"])}
+    out = []
+    for source, name in (("plain", "metadata"), ("tta", "tta_metadata")):
+        if source not in variants:
+            continue
+        val = val_variants.get(source)
+        out.append((name, metadata_fusion.fused_frame(variants[source], manifest, model),
+                    None if val is None else metadata_fusion.fused_frame(val, manifest, model),
+                    {**summary, "fuses": source}))
+    return out
+
+
 def corruption_results(run_dir: Path, split: str, classes: Sequence[str], n_boot: int,
                        seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
     """The corruption section of one split of a run (its model, size and resize policy)."""
@@ -121,9 +159,13 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
              calibrate: bool = False, plots: bool = True, selective: bool = True,
              subgroups: bool = True, corruptions: bool = False, card: bool = True,
              val_predictions: str | os.PathLike | None = None,
-             command: str | None = None) -> dict[str, Any]:
+             command: str | None = None, metadata: bool | None = None) -> dict[str, Any]:
     """Evaluate a run folder's (or a CSV's) predictions; writes metrics, tables, plots and (test
-    split of a run folder) the model card; returns the metrics."""
+    split of a run folder) the model card; returns the metrics.
+
+    metadata: also evaluate the predictions (and the TTA ones) fused with a metadata model
+    fitted on the run's training split (utils.evaluation.metadata_fusion); None: where the run's
+    config has metadata_fusion."""
     from utils.evaluation import tta as tta_module
 
     csv, out_dir = locate(target, split)
@@ -151,6 +193,12 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
         tta_s = time.perf_counter() - tta_started  # the TTA predictions (split and val), no scoring
         result["tta"] = {"views": list(views), "predict_s": round(tta_s, 1),
                          **section(variants["tta"], val_variants["tta"])}
+    if metadata_requested(out_dir, metadata):
+        for name, fused, val_fused, summary in metadata_variants(out_dir, split, variants,
+                                                                 val_variants):
+            variants[name], val_variants[name] = fused, val_fused
+            fileio.write_csv(out_dir / runs.predictions_name(split, name), fused)
+            result[name] = {**summary, **section(fused, val_fused)}
     if calibrate:
         fit_on = val_frame if val_frame is not None else predictions.read_predictions(
             out_dir / runs.predictions_name("val"))
@@ -195,6 +243,8 @@ def metrics_csv(result: dict[str, Any]) -> pd.DataFrame:
     """metrics.csv: every scalar and per-class metric of each variant."""
     tables = []
     for name, section in (("plain", result), ("tta", result.get("tta")),
+                          ("metadata", result.get("metadata")),
+                          ("tta_metadata", result.get("tta_metadata")),
                           ("calibrated", result.get("calibration"))):
         if section is not None:
             tables.append(metrics.metrics_table(section).assign(variant=name))
@@ -265,8 +315,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
              f"{result['bootstrap']['unit']}s, {result['bootstrap']['n_boot']} bootstrap "
              "replicates"]
     lines.append(line("plain", result))
-    if "tta" in result:
-        lines.append(line("tta", result["tta"]))
+    for name in ("tta", "metadata", "tta_metadata"):
+        if name in result:
+            lines.append(line(name.replace("_", " + "), result[name]))
     if "calibration" in result:
         cal = result["calibration"]
         lines.append(f"temperature {cal['temperature']:.3f}: ECE {cal['test_ece_before']:.3f} -> "
@@ -295,6 +346,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true",
                         help="also evaluate 8-view TTA predictions (the result of a run whose "
                              "recipe predicts with TTA, config predict_tta)")
+    parser.add_argument("--metadata", action=argparse.BooleanOptionalAction, default=None,
+                        help="also evaluate predictions fused with a metadata model (age, sex, "
+                             "site) fitted on the run's training split (default: where the run's "
+                             "recipe has metadata_fusion)")
     parser.add_argument("--calibrate", action="store_true",
                         help="also evaluate temperature-scaled predictions (fitted on val)")
     parser.add_argument("--corruptions", action="store_true",
@@ -319,6 +374,8 @@ def command_line(args: argparse.Namespace) -> str:
     parts += [f"--{name.replace('_', '-')}" for name in (
         "tta", "calibrate", "corruptions", "no_selective", "no_subgroups", "no_plots")
         if getattr(args, name)]
+    if args.metadata is not None:
+        parts.append("--metadata" if args.metadata else "--no-metadata")
     return " ".join(parts)
 
 
@@ -327,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
                       args.tta, args.calibrate, plots=not args.no_plots,
                       selective=not args.no_selective, subgroups=not args.no_subgroups,
                       corruptions=args.corruptions, card=not args.no_card,
-                      val_predictions=args.val_predictions, command=command_line(args))
+                      val_predictions=args.val_predictions, command=command_line(args),
+                      metadata=args.metadata)
     for text in summary_lines(result):
         print(text)
     _, out_dir = locate(args.target, args.split)

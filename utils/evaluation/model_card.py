@@ -64,33 +64,57 @@ def data_lines(config: TrainConfig, manifest: pd.DataFrame) -> list[str]:
     return lines + ["", markdown_table(counts, ["class", *counts.columns], index=True)]
 
 
-def metrics_lines(result: dict[str, Any], predict_tta: bool = False) -> list[str]:
+# evaluation sections a run's result can be (result keys; "plain" is the result itself)
+VARIANT_NAMES = {"plain": "plain predictions", "tta": "TTA predictions",
+                 "metadata": "plain predictions fused with metadata",
+                 "tta_metadata": "TTA predictions fused with metadata"}
+COLUMN_NAMES = {"plain": "plain", "tta": "TTA", "metadata": "plain + metadata",
+                "tta_metadata": "TTA + metadata", "calibration": "temperature-scaled"}
+
+
+def result_variant(predict_tta: bool, metadata_fusion: bool = False) -> str:
+    """The evaluation section that is a recipe's result (see VARIANT_NAMES)."""
+    return {(False, False): "plain", (True, False): "tta", (False, True): "metadata",
+            (True, True): "tta_metadata"}[(bool(predict_tta), bool(metadata_fusion))]
+
+
+def metrics_lines(result: dict[str, Any], predict_tta: bool = False,
+                  metadata_fusion: bool = False) -> list[str]:
     """Headline metrics of each variant, the operating point and where the numbers come from.
 
-    predict_tta: the recipe predicts with TTA, so its result is the TTA column (said so)."""
+    predict_tta / metadata_fusion: the recipe predicts with TTA and / or fuses metadata, so its
+    result is that column (said so)."""
     point = result.get("operating_point")
     names = ["balanced_accuracy", "accuracy", "macro_f1", "macro_auc"]
     if point:
         names += [point["sensitivity_name"], point["specificity_name"]]
-    rows = [[name, format_ci(_stats(result, name)), format_ci(_stats(result.get("tta"), name)),
-             format_ci(_stats(result.get("calibration"), name))] for name in names]
+    columns = ["plain", "tta", *(k for k in ("metadata", "tta_metadata") if k in result),
+               "calibration"]
+    rows = [[name, *(format_ci(_stats(result if c == "plain" else result.get(c), name))
+                     for c in columns)] for name in names]
     lines = [f"## Test metrics ({result['n_images']} images, 95 % bootstrap CI over "
              f"{result['bootstrap']['unit']}s, {result['bootstrap']['n_boot']} replicates)", "",
-             markdown_table(rows, ["metric", "plain", "TTA", "temperature-scaled"]), ""]
-    if predict_tta and "tta" not in result:
-        lines += ["This run's recipe predicts with test-time augmentation (config "
-                  "`predict_tta`), but TTA was not evaluated (`python -m utils evaluate RUN "
-                  "--tta`): the plain column is the same model on one view, **not the recipe's "
-                  "result**.", ""]
-    elif predict_tta:
-        lines += ["This run's recipe predicts with test-time augmentation (config "
-                  "`predict_tta`, chosen before this run on validation screening runs, not on "
-                  "this test split): **its result is the TTA column**; the plain column is the "
-                  "same model on one view. The per-class table and the confusion matrix below "
-                  "are of the TTA predictions."
+             markdown_table(rows, ["metric", *(COLUMN_NAMES[c] for c in columns)]), ""]
+    wanted = result_variant(predict_tta, metadata_fusion)
+    if wanted != "plain" and wanted not in result:
+        lines += ["This run's recipe predicts with " + _recipe_modes(predict_tta, metadata_fusion)
+                  + ", but that was not evaluated (`python -m utils evaluate RUN"
+                  + (" --tta" if predict_tta else "") + (" --metadata" if metadata_fusion else "")
+                  + "`): the other columns are the same model predicting otherwise, **not the "
+                  "recipe's result**.", ""]
+    elif wanted != "plain":
+        lines += ["This run's recipe predicts with " + _recipe_modes(predict_tta, metadata_fusion)
+                  + " (config " + " and ".join(f"`{k}`" for k, on in (
+                      ("predict_tta", predict_tta), ("metadata_fusion", metadata_fusion)) if on)
+                  + ", chosen before this run on validation screening runs, not on this test "
+                  f"split): **its result is the {COLUMN_NAMES[wanted]} column**; the other "
+                  "columns are the same model predicting otherwise. The per-class table and the "
+                  f"confusion matrix below are of the {VARIANT_NAMES[wanted]}."
                   + (f" Predicting the validation and test images over the 8 views took "
                      f"{result['tta']['predict_s']:.0f} s after training." if "predict_s" in
-                     result["tta"] else ""), ""]
+                     result.get("tta", {}) else ""), ""]
+    if "metadata" in result:
+        lines += [metadata_text(result["metadata"]), ""]
     if point:
         lines.append(
             f"Melanoma operating point: the rule \"P({point['class']}) >= "
@@ -99,25 +123,45 @@ def metrics_lines(result: dict[str, Any], predict_tta: bool = False) -> list[str
             f"{point['target_specificity']:.2f} there (validation sensitivity "
             f"{point.get('val_sensitivity') or float('nan'):.3f}, specificity "
             f"{point.get('val_specificity') or float('nan'):.3f}); the test rows above show what "
-            "that fixed rule achieves on test (TTA and temperature-scaled variants fix their own "
-            "threshold on their own validation predictions).")
+            "that fixed rule achieves on test (the other variants fix their own threshold on "
+            "their own validation predictions).")
     else:
         lines.append("No melanoma operating point: it is fixed on validation predictions, and "
                      "none were available (or the classes have no melanoma).")
     return lines + ["", PROVENANCE]
 
 
-def headline_section(result: dict[str, Any], predict_tta: bool) -> tuple[dict[str, Any], bool]:
-    """(the evaluation section that is the run's result, whether it is the TTA one): TTA where
-    the recipe predicts with TTA and it was evaluated, else plain. The card and `compare` both
-    report this section."""
-    if predict_tta and "tta" in result:
-        return {**result, **result["tta"]}, True
-    return result, False
+def _recipe_modes(predict_tta: bool, metadata_fusion: bool) -> str:
+    return " and ".join(text for text, on in (
+        ("test-time augmentation", predict_tta),
+        ("patient metadata fused into the image probabilities", metadata_fusion)) if on)
 
 
-def section_name(tta: bool) -> str:
-    return "TTA predictions, the recipe's result" if tta else "plain predictions"
+def metadata_text(section: dict[str, Any]) -> str:
+    """What the '+ metadata' columns are."""
+    return ("The \"+ metadata\" columns multiply the image model's class probabilities with "
+            "those of a multinomial logistic regression on the patient's age, sex and body site "
+            f"({section.get('sites', '?')} sites), fitted on the training split only "
+            f"({section.get('fitted_on', '?')}; `{section.get('metadata_model', '')}` in the run "
+            "folder), and renormalise (utils/evaluation/metadata_fusion.py: both models are "
+            "class-balanced, so the product is the naive-Bayes fusion; no weight is tuned). "
+            "Calibration, abstention, subgroups, corruptions, Grad-CAM and the external sets "
+            "below use the image model alone.")
+
+
+def headline_section(result: dict[str, Any], predict_tta: bool,
+                     metadata_fusion: bool = False) -> tuple[dict[str, Any], str]:
+    """(the evaluation section that is the run's result, its VARIANT_NAMES key): the recipe's
+    prediction mode where it was evaluated, else plain. The card and `compare` both report
+    this section."""
+    wanted = result_variant(predict_tta, metadata_fusion)
+    if wanted != "plain" and wanted in result:
+        return {**result, **result[wanted]}, wanted
+    return result, "plain"
+
+
+def section_name(variant: str) -> str:
+    return VARIANT_NAMES[variant] + (", the recipe's result" if variant != "plain" else "")
 
 
 def per_class_lines(result: dict[str, Any], name: str = "plain predictions") -> list[str]:
@@ -302,7 +346,7 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
 
     run_dir = Path(run_dir)
     config = TrainConfig.load(run_dir / runs.CONFIG)
-    headline, tta = headline_section(result, config.predict_tta)
+    headline, variant = headline_section(result, config.predict_tta, config.metadata_fusion)
     info = json.loads((run_dir / runs.RUN_INFO).read_text())
     manifest = load_manifest(run_dir / runs.MANIFEST)
     external = external_results(run_dir) if external is None else external
@@ -326,9 +370,9 @@ def build_card(run_dir: str | Path, result: dict[str, Any], command: str,
            if config.select_best else "the weights of the last epoch (or their average)."),
         budget.recipe_line(config), *budget.card_lines(Path(run_dir), config), "",
         "## Data", *data_lines(config, manifest), "",
-        *metrics_lines(result, config.predict_tta), "",
-        *per_class_lines(headline, section_name(tta)), "",
-        *confusion_lines(headline, section_name(tta)), "",
+        *metrics_lines(result, config.predict_tta, config.metadata_fusion), "",
+        *per_class_lines(headline, section_name(variant)), "",
+        *confusion_lines(headline, section_name(variant)), "",
         "Plots: " + ("[training curves](plots/training_curves.png), "
                      if (Path(run_dir) / runs.HISTORY).is_file() else "") +
         "[confusion matrix](plots/test_confusion_matrix_normalised.png), "

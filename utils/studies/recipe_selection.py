@@ -10,8 +10,10 @@ test rows are dropped from the manifest before any training: screening never rea
 split. Each variant's validation balanced accuracy is compared with the base's, run for run
 (same seed), and the 95 % CI of the mean paired difference comes from resampling validation
 LESIONS (one set of bootstrap weights shared by all runs, so the pairing holds in every
-replicate). Two variants need no training of their own: "tta" predicts the base runs' validation
-images over the 8 dihedral views. "ensemble2" is the recipe with members=2
+replicate). Three variants need no training of their own (RESCORED): "tta" predicts the base
+runs' validation images over the 8 dihedral views, "metadata" fuses the base runs' validation
+predictions with a metadata model fitted on the training split (utils.evaluation.metadata_fusion),
+"tta_metadata" does both. "ensemble2" is the recipe with members=2
 (utils.training.ensemble): two models trained in turn with half the budget each, averaged into
 one model. Runs are resumable: a finished run folder is reused.
 
@@ -60,8 +62,16 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
                 {"lr_schedule": "plateau", "warmup_epochs": 0.0}),
     "ensemble2": ("two models of half the budget each, probabilities averaged", {"members": 2}),
     "tta": ("the base runs with 8-view test-time augmentation (validation)", {}),
+    "metadata": ("the base runs' predictions fused with a metadata model (age, sex, site) "
+                 "fitted on the training split", {}),
+    "tta_metadata": ("the base runs' TTA predictions fused with the metadata model", {}),
 }
 DEFAULT_VARIANTS = tuple(VARIANTS)
+# variants that re-score the base runs instead of training their own: (TTA, metadata fusion)
+RESCORED: dict[str, tuple[bool, bool]] = {"tta": (True, False), "metadata": (False, True),
+                                          "tta_metadata": (True, True)}
+# config fields that change how a run predicts, not how it trains (screening scores plain)
+PREDICTION_FIELDS = ("predict_tta", "metadata_fusion")
 
 
 def screening_manifest(config: TrainConfig) -> pd.DataFrame:
@@ -94,9 +104,10 @@ def run_folder(root: Path, variant: str, seed: int) -> Path:
     return root / f"{variant}-seed{seed}"
 
 
-def val_probabilities(run_dirs: Sequence[Path], tta: bool = False) -> tuple[pd.DataFrame,
-                                                                            np.ndarray]:
-    """(validation rows, mean class probabilities over the runs) of finished run folders."""
+def val_probabilities(run_dirs: Sequence[Path], tta: bool = False,
+                      metadata: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """(validation rows, mean class probabilities over the runs) of finished run folders;
+    tta: re-predicted over the 8 dihedral views; metadata: fused with the run's metadata model."""
     from utils.scoring.predictions import class_columns, read_predictions
 
     frames = []
@@ -108,6 +119,13 @@ def val_probabilities(run_dirs: Sequence[Path], tta: bool = False) -> tuple[pd.D
 
             frame = evaluate.tta_predictions(run_dir, "val", class_columns(frame),
                                              tuple(tta_module.DIHEDRAL_VIEWS))
+        if metadata:
+            from utils.data.manifest import load_manifest
+            from utils.evaluation import metadata_fusion
+
+            manifest = load_manifest(run_dir / runs.MANIFEST)
+            model = metadata_fusion.run_model(run_dir, manifest, class_columns(frame))
+            frame = metadata_fusion.fused_frame(frame, manifest, model)
         frames.append(frame)
     classes = list(class_columns(frames[0]))
     return frames[0], np.mean([f[classes].to_numpy(float) for f in frames], axis=0)
@@ -194,7 +212,7 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
     reused = 0
     for seed in seeds:
         for variant in variants:
-            if variant == "tta":
+            if variant in RESCORED:
                 continue
             folder = run_folder(root, variant, seed)
             reused += int((folder / runs.RUN_INFO).is_file())
@@ -209,12 +227,13 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
         for seed, folders in by_seed.items():
             rows, probs = val_probabilities(folders)
             results.setdefault(variant, {})[seed] = probs
-    if "tta" in variants and "base" in trained:
+    for variant in (v for v in variants if v in RESCORED and "base" in trained):
+        tta, metadata = RESCORED[variant]
         for seed, folders in trained["base"].items():
-            _, results.setdefault("tta", {})[seed] = val_probabilities(folders, tta=True)
+            _, results.setdefault(variant, {})[seed] = val_probabilities(folders, tta, metadata)
     y = rows["label_index"].to_numpy(int)
     table = compare(results, y, rows["lesion_id"].astype(str).to_numpy(), n_boot=n_boot)
-    summaries = {v: run_info_summary([f for fs in trained[v if v != "tta" else "base"].values()
+    summaries = {v: run_info_summary([f for fs in trained["base" if v in RESCORED else v].values()
                                       for f in fs]) for v in results}
     return {"table": table, "summaries": summaries, "n_val_images": int(len(y)),
             "runs_reused": reused,
@@ -243,8 +262,9 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
          f"- Base recipe ({base.budget}, {float(base.budget_s):.0f} s of wall clock per run, "
          "epochs sized by measuring on the machine): ")
         + ", ".join(f"{k}={v}" for k, v in sorted(_recipe_fields(base).items())) + ". Every "
-        "row scores plain (one-view) validation predictions except the tta row, whatever the "
-        "recipe's own prediction mode (predict_tta) is.",
+        "row scores plain (one-view) image-only validation predictions except the rescored "
+        "rows (tta, metadata, tta_metadata: the base runs predicted another way), whatever the "
+        "recipe's own prediction mode (predict_tta, metadata_fusion) is.",
         f"- Split: lesion-grouped (seed 0, the final run's split), validation "
         f"{result['n_val_images']} images of {result['n_val_lesions']} lesions "
         f"({', '.join(f'{k} {v}' for k, v in result['val_counts'].items())}).",
@@ -324,7 +344,7 @@ def _share_text(share: float | None, reused: int = 0) -> str:
 def _recipe_fields(config: TrainConfig) -> dict[str, Any]:
     from utils.training.budget import CPU_RECIPE
 
-    return {k: getattr(config, k) for k in CPU_RECIPE if k != "predict_tta"}
+    return {k: getattr(config, k) for k in CPU_RECIPE if k not in PREDICTION_FIELDS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -368,8 +368,11 @@ def recipe_line(config: TrainConfig) -> str:
             f"batch {config.batch_size}, dropout {config.dropout:g}, label smoothing "
             f"{config.label_smoothing:g}, batch mixing {mixing or 'none'}, weight averaging "
             f"{average}, cached resized images {'yes' if config.cache else 'no'}, predictions "
-            + ("averaged over the 8 dihedral views (TTA: the run's result is the TTA column)"
-               if config.predict_tta else "plain (one view)") + members + ".")
+            + ("averaged over the 8 dihedral views (TTA)" if config.predict_tta
+               else "plain (one view)")
+            + (", fused with a metadata model (age, sex, site) fitted on the training split"
+               if config.metadata_fusion else "")
+            + members + ".")
 
 
 def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
