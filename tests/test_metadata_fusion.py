@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from utils.errors import DataError
-from utils.evaluation import metadata_fusion
+from utils.scoring import metadata_fusion
 
 CLASSES = ["a", "b", "c"]
 
@@ -143,3 +143,20 @@ def test_a_run_whose_recipe_fuses_metadata_reports_that_section(tiny_run, tmp_pa
     csv_only = evaluate.evaluate(run_dir / "predictions_test.csv", n_boot=30, plots=False,
                                  selective=False, subgroups=False, metadata=False, card=False)
     assert "metadata" not in csv_only
+
+
+def test_a_run_that_fuses_metadata_checks_it_before_training(synthetic_ham, tmp_path):
+    from dataclasses import replace
+
+    from utils.training import train
+    from utils.training.config import TrainConfig
+    from utils.training.data import build_manifest
+
+    config = TrainConfig(dataset="synthetic", data_dir=str(synthetic_ham), metadata_fusion=True)
+    manifest = build_manifest(config)
+    blank = manifest.assign(age=np.nan, sex=np.nan, site=np.nan)
+    with pytest.raises(DataError, match="missing on every row.*--no-metadata-fusion"):
+        train._run_manifest(config, tmp_path, blank)
+    assert not (tmp_path / "manifest.csv").exists()  # refused before anything was written
+    train._run_manifest(replace(config, metadata_fusion=False), tmp_path, blank)
+    assert (tmp_path / "manifest.csv").is_file()

@@ -96,6 +96,9 @@ def test_limits_say_what_the_screening_had():
     full = selection.limits_text(budget.apply_budget("cpu-30min", TrainConfig()), [0], None)
     assert "the final run's horizon (1800 s" in full and "shorter" not in full
     assert "one training seed" in full
+    assert "not in combination;" in full
+    combined = selection.limits_text(base, [0], None, ["base", "metadata", "tta_metadata"])
+    assert "except tta_metadata" in combined
 
 
 def test_the_metadata_variant_rescores_the_base_runs_with_the_fused_predictions(tiny_run,
@@ -103,7 +106,7 @@ def test_the_metadata_variant_rescores_the_base_runs_with_the_fused_predictions(
     import shutil
 
     from utils.data.manifest import load_manifest
-    from utils.evaluation import metadata_fusion
+    from utils.scoring import metadata_fusion
     from utils.scoring.predictions import read_predictions
 
     run_dir = shutil.copytree(tiny_run, tmp_path / "base-seed0")

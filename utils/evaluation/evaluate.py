@@ -116,7 +116,7 @@ def metadata_variants(out_dir: Path, split: str, variants: dict[str, pd.DataFram
                       ) -> list[tuple[str, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]]:
     """(name, fused split frame, fused val frame, summary) of the plain and TTA variants fused
     with the run's metadata model (fitted on its training split)."""
-    from utils.evaluation import metadata_fusion
+    from utils.scoring import metadata_fusion
 
     manifest_path = out_dir / runs.MANIFEST
     if not manifest_path.is_file():
@@ -164,7 +164,7 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
     split of a run folder) the model card; returns the metrics.
 
     metadata: also evaluate the predictions (and the TTA ones) fused with a metadata model
-    fitted on the run's training split (utils.evaluation.metadata_fusion); None: where the run's
+    fitted on the run's training split (utils.scoring.metadata_fusion); None: where the run's
     config has metadata_fusion."""
     from utils.evaluation import tta as tta_module
 

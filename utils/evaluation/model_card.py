@@ -143,7 +143,7 @@ def metadata_text(section: dict[str, Any]) -> str:
             "those of a multinomial logistic regression on the patient's age, sex and body site "
             f"({section.get('sites', '?')} sites), fitted on the training split only "
             f"({section.get('fitted_on', '?')}; `{section.get('metadata_model', '')}` in the run "
-            "folder), and renormalise (utils/evaluation/metadata_fusion.py: both models are "
+            "folder), and renormalise (utils/scoring/metadata_fusion.py: both models are "
             "class-balanced, so the product is the naive-Bayes fusion; no weight is tuned). "
             "Calibration, abstention, subgroups, corruptions, Grad-CAM and the external sets "
             "below use the image model alone.")

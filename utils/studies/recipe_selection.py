@@ -12,7 +12,7 @@ split. Each variant's validation balanced accuracy is compared with the base's, 
 LESIONS (one set of bootstrap weights shared by all runs, so the pairing holds in every
 replicate). Three variants need no training of their own (RESCORED): "tta" predicts the base
 runs' validation images over the 8 dihedral views, "metadata" fuses the base runs' validation
-predictions with a metadata model fitted on the training split (utils.evaluation.metadata_fusion),
+predictions with a metadata model fitted on the training split (utils.scoring.metadata_fusion),
 "tta_metadata" does both. "ensemble2" is the recipe with members=2
 (utils.training.ensemble): two models trained in turn with half the budget each, averaged into
 one model. Runs are resumable: a finished run folder is reused.
@@ -121,7 +121,7 @@ def val_probabilities(run_dirs: Sequence[Path], tta: bool = False,
                                              tuple(tta_module.DIHEDRAL_VIEWS))
         if metadata:
             from utils.data.manifest import load_manifest
-            from utils.evaluation import metadata_fusion
+            from utils.scoring import metadata_fusion
 
             manifest = load_manifest(run_dir / runs.MANIFEST)
             model = metadata_fusion.run_model(run_dir, manifest, class_columns(frame))
@@ -290,7 +290,7 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
         "val BA per seed", "val BA mean [CI]", "paired Δ vs base [CI]", "reading"]))
     lines += [
         "",
-        limits_text(base, seeds, epochs),
+        limits_text(base, seeds, epochs, list(table["variant"])),
     ]
     md = fileio.write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     payload = {"command": command, "base": base.to_dict(), "seeds": list(seeds),
@@ -305,7 +305,8 @@ def write_report(result: dict[str, Any], base: TrainConfig, command: str, out: P
     return md, js
 
 
-def limits_text(base: TrainConfig, seeds: Sequence[int], epochs: int | None) -> str:
+def limits_text(base: TrainConfig, seeds: Sequence[int], epochs: int | None,
+                variants: Sequence[str] = ()) -> str:
     """The report's limits paragraph, from the settings the screening actually had."""
     from utils.training.budget import BUDGETS
 
@@ -323,10 +324,13 @@ def limits_text(base: TrainConfig, seeds: Sequence[int], epochs: int | None) -> 
               "one training seed: the CIs cover which validation lesions were drawn, not how "
               "much training itself varies from seed to seed or with CPU timing (see the "
               "30-minute runs in reports/README.md: same recipe and seed, several points apart)")
-    return (f"Limits: {horizon}; {spread}; one split; variants were tested one at a time, not "
-            "in combination; an ensemble's epochs and wall clock are those of all its members "
-            "together. The final recipe (utils.training.budget.CPU_RECIPE) keeps a technique "
-            "only when the 95 % CI of its paired difference lies above 0 here (\"better\"); a "
+    combined = ("variants were tested one at a time, not in combination (except tta_metadata, "
+                "TTA and metadata fusion together)" if "tta_metadata" in variants else
+                "variants were tested one at a time, not in combination")
+    return (f"Limits: {horizon}; {spread}; one split; {combined}; an ensemble's epochs and wall "
+            "clock are those of all its members together. The final recipe "
+            "(utils.training.budget.CPU_RECIPE) keeps a technique only when the 95 % CI of its "
+            "paired difference lies above 0 here (\"better\"); a "
             "point estimate above 0 with a CI that includes 0 does not count. The model card of "
             "the final run reports its own test numbers.")
 

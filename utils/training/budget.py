@@ -37,21 +37,25 @@ from utils.training.config import MEMBER_SEED_STRIDE, TrainConfig
 
 # The budgeted CPU recipe: from scratch, cosine decay with warm-up, balanced sampling, online
 # augmentation, cached resized images, an EMA of the weights, predictions averaged over the 8
-# dihedral views (TTA). Each choice rests on paired screening runs on real HAM10000's validation
-# split (`python -m utils select-recipe`, equal compute, 5 epochs per run; a technique is kept
-# only when the 95 % CI of its paired difference lies above 0):
+# dihedral views (TTA) and fused with a metadata model (age, sex, site; fitted on the training
+# split). Each choice rests on paired screening runs on real HAM10000's validation split
+# (`python -m utils select-recipe`; a technique is kept only when the 95 % CI of its paired
+# difference lies above 0; equal compute, 5 epochs per run, unless said otherwise):
 # - balanced sampling over class weights: reports/cpu_recipe_selection.md (2 seeds, at commit
 #   4686df9 when the base still used class weights: its "sampling" variant is today's base);
 # - TTA: reports/cpu_recipe_selection2.md (2 seeds, on today's base), +0.023 [+0.004, +0.045];
 #   label smoothing, AdamW, mixup and CutMix showed no clear difference there (not kept);
 # - EMA and 64 px: with one seed (cpu_recipe_selection_seed0.md) neither dropping the EMA nor
 #   96 px beat the base.
+# - metadata fusion: reports/cpu_recipe_metadata.md (2 seeds, full 30-minute runs): +0.045
+#   [+0.007, +0.081] on one view, TTA + metadata +0.062 [+0.024, +0.096] (TTA alone at that
+#   horizon: -0.006 [-0.027, +0.015]).
 CPU_RECIPE: Mapping[str, Any] = {
     "backbone": "mobilenetv2", "weights": None, "image_size": 64, "batch_size": 32,
     "learning_rate": 2e-3, "lr_schedule": "cosine", "warmup_epochs": 1.0, "optimizer": "adam",
     "weight_decay": 0.0, "label_smoothing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
     "imbalance": "sampling", "augment": "online", "cache": True, "patience": 0,
-    "weight_average": "ema", "ema_decay": 0.998, "predict_tta": True,
+    "weight_average": "ema", "ema_decay": 0.998, "predict_tta": True, "metadata_fusion": True,
 }
 
 

@@ -118,7 +118,7 @@ class TrainConfig:
     # --- prediction ---
     predict_tta: bool = False  # the run's result is the mean over 8 dihedral views (plain too)
     # the run's result is fused with a metadata model (age, sex, site; fitted on the training
-    # split) by the product of the two (utils.evaluation.metadata_fusion); the image-only
+    # split) by the product of the two (utils.scoring.metadata_fusion); the image-only
     # predictions are reported too
     metadata_fusion: bool = False
     # --- wall-clock budget (utils.training.budget) ---

@@ -310,6 +310,11 @@ def _run_manifest(config: TrainConfig, run_dir: Path,
         return load_manifest(run_dir / runs.MANIFEST)
     manifest = build_manifest(config) if manifest is None else manifest
     check_manifest(manifest, "split manifest", required_splits=("train", "val"))
+    if config.metadata_fusion:  # before training, not when the result is evaluated
+        from utils.scoring import metadata_fusion
+
+        metadata_fusion.check_metadata(manifest[manifest["split"] == "train"],
+                                       f"{config.dataset} training split")
     save_manifest(manifest, run_dir / runs.MANIFEST)
     return manifest
 

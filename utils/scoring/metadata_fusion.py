@@ -77,10 +77,11 @@ def check_metadata(rows: pd.DataFrame, what: str) -> None:
     if absent:
         raise DataError(f"{what}: no column(s) {absent}; metadata fusion needs age, sex and site "
                         "(HAM10000 and ISIC 2019 metadata have them): turn it off "
-                        "(metadata_fusion=False) for this dataset")
+                        "(--no-metadata-fusion, config metadata_fusion=False) for this dataset")
     if all(_missing(rows[f]).all() for f in METADATA_FIELDS):
         raise DataError(f"{what}: age, sex and site are missing on every row; metadata fusion "
-                        "has nothing to learn from: turn it off (metadata_fusion=False)")
+                        "has nothing to learn from: turn it off (--no-metadata-fusion, config "
+                        "metadata_fusion=False)")
 
 
 def fit(train_rows: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
