@@ -108,3 +108,50 @@ def test_card_says_a_deadline_stopped_run_replays_sizes_not_the_schedule(tmp_pat
     report["outcome"].update(stopped_by_deadline=False, epochs_completed=34)
     fileio.write_json(tmp_path / runs.BUDGET, report)
     assert "schedule" not in budget.card_lines(tmp_path, config)[1]
+    report["outcome"].update(epochs_completed=40, epochs_planned=34)
+    fileio.write_json(tmp_path / runs.BUDGET, report)
+    line = budget.card_lines(tmp_path, config)[1]
+    assert "40 epochs (trained on to the deadline: 6 more than planned)" in line
+    assert "--epochs 40" in line and "not exactly the same schedule" in line
+
+
+def _tiny_stage_run(tmp_path, deadline_in_s: float):
+    """fit_stages of a tiny conv net (3 planned epochs of 4 steps) with a deadline; (epochs
+    trained, the optimiser's last learning rate, the base rate)."""
+    import time
+
+    import keras
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from utils.training import train
+
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(dataset="synthetic", weights=None, epochs=3, batch_size=16,
+                         learning_rate=0.01, lr_schedule="cosine", warmup_epochs=0.0,
+                         weight_average="none", verbose=0, select_best=False)
+    x = np.random.default_rng(0).random((64, 8, 8, 3)).astype("float32")
+    y = np.arange(64) % 2
+    onehot = keras.utils.to_categorical(y, 2)
+    data = {"train": tf.data.Dataset.from_tensor_slices((x, onehot)).batch(16).repeat(),
+            "val": tf.data.Dataset.from_tensor_slices((x, onehot)).batch(16), "steps": 4}
+    inputs = keras.Input((8, 8, 3))
+    hidden = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(hidden))
+    tmp_path.mkdir(parents=True)
+    train.fit_stages(model, data, {"val": y}, config, tmp_path, None,
+                     deadline=time.time() + deadline_in_s)
+    epochs = len(pd.read_csv(tmp_path / runs.HISTORY))
+    return epochs, float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 0.01
+
+
+def test_a_budgeted_stage_trains_past_its_plan_until_the_deadline_or_the_cap(tmp_path):
+    from utils.training import train
+
+    epochs, last_rate, base = _tiny_stage_run(tmp_path / "far", deadline_in_s=600.0)
+    assert epochs == train.DEADLINE_EPOCH_FACTOR * 3  # far deadline: up to the cap, not the plan
+    assert last_rate < 0.01 * base  # the cosine annealed over the cap
+    epochs, last_rate, base = _tiny_stage_run(tmp_path / "past", deadline_in_s=0.0)
+    assert epochs == 1  # already due: stopped after one epoch, the plan of 3 cut short
+    assert last_rate < 0.01 * base  # the clock annealed the rate at once

@@ -160,3 +160,13 @@ def test_a_run_that_fuses_metadata_checks_it_before_training(synthetic_ham, tmp_
     assert not (tmp_path / "manifest.csv").exists()  # refused before anything was written
     train._run_manifest(replace(config, metadata_fusion=False), tmp_path, blank)
     assert (tmp_path / "manifest.csv").is_file()
+
+
+def test_the_diagnosis_confirmation_type_is_never_a_feature():
+    rows = _rows()
+    model = metadata_fusion.fit(rows.assign(dx_type="histo"), CLASSES)
+    leaky = rows.assign(dx_type=np.array(["histo", "follow_up", "consensus"])[
+        rows["label_index"]])  # dx_type that gives the label away
+    assert metadata_fusion.fit(leaky, CLASSES) == model
+    assert np.array_equal(metadata_fusion.probabilities(model, leaky),
+                          metadata_fusion.probabilities(model, rows))

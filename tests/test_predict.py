@@ -167,3 +167,51 @@ def predict_tta_views() -> tuple[str, ...]:
     from utils.evaluation import tta
 
     return tuple(tta.DIHEDRAL_VIEWS)
+
+
+def test_predict_fuses_a_metadata_csv_with_the_runs_metadata_model(tmp_path, image_folder,
+                                                                   capsys):
+    from utils.scoring import metadata_fusion
+
+    classes = list(datasets.HAM10000.classes)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_model(run_dir / "model.keras", len(classes))
+    (run_dir / "config.json").write_text(json.dumps(
+        {"dataset": "ham10000", "image_size": 16, "metadata_fusion": True}))
+    n = 140  # nv on young patients' backs, the other classes on old patients' faces
+    label_index = np.arange(n) % len(classes)
+    nv = label_index == classes.index("nv")
+    pd.DataFrame({"image_id": [f"T{i}" for i in range(n)], "path": "x.jpg",
+                  "label": [classes[k] for k in label_index], "label_index": label_index,
+                  "lesion_id": [f"L{i}" for i in range(n)], "age": np.where(nv, 20.0, 80.0),
+                  "sex": "female", "site": np.where(nv, "back", "face"),
+                  "split": "train"}).to_csv(run_dir / "manifest.csv", index=False)
+    model, source = str(run_dir / "model.keras"), str(image_folder)
+    plain = tmp_path / "plain.csv"
+    assert cli.main(["predict", model, source, str(plain)]) == 0
+    assert "Pass --metadata CSV" in capsys.readouterr().out  # the recipe's result needs it
+    metadata = tmp_path / "metadata.csv"
+    pd.DataFrame({"image_id": ["a", "b", "c"], "age": [20, None, 80],
+                  "sex": ["male", "", "female"], "site": ["back", "", "face"]}).to_csv(
+        metadata, index=False)
+    fused = tmp_path / "fused.csv"
+    assert cli.main(["predict", model, source, str(fused), "--metadata", str(metadata)]) == 0
+    assert "fused with metadata" in capsys.readouterr().out
+    image_probs = pd.read_csv(plain).set_index("image_id")[classes]
+    out = pd.read_csv(fused).set_index("image_id")
+    fitted = json.loads((run_dir / metadata_fusion.MODEL_FILE).read_text())
+    rows = metadata_fusion.read_metadata_csv(metadata).loc[list(out.index)]
+    expected = metadata_fusion.fuse(image_probs.loc[out.index].to_numpy(),
+                                    metadata_fusion.probabilities(fitted, rows))
+    np.testing.assert_allclose(out[classes].to_numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert list(out["predicted"]) == [classes[k] for k in expected.argmax(axis=1)]
+    assert out.loc["a", "nv"] > image_probs.loc["a", "nv"]  # young, on the back: towards nv
+    pd.DataFrame({"image_id": ["a"], "age": [20], "sex": ["male"], "site": ["back"]}).to_csv(
+        metadata, index=False)
+    with pytest.raises(DataError, match="no row for image"):
+        predict.predict_path(model, source, metadata=metadata)
+    pd.DataFrame({"image_id": ["a", "b", "c"], "age": ["old", 1, 2], "sex": "", "site": ""}
+                 ).to_csv(metadata, index=False)
+    with pytest.raises(DataError, match="age is not a number"):
+        predict.predict_path(model, source, metadata=metadata)

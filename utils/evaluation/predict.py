@@ -147,10 +147,13 @@ def predict_files(model, files: Sequence[Path], image_size: int | None = None,
 def predict_path(model_path: str | os.PathLike, source: str | os.PathLike,
                  image_size: int | None = None, dataset: str | None = None,
                  tta_views: Sequence[str] | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-                 report=None, preprocess: str | None = None) -> pd.DataFrame:
+                 report=None, preprocess: str | None = None,
+                 metadata: str | os.PathLike | None = None) -> pd.DataFrame:
     """Probabilities of one image or every image in a folder: image_id, path, predicted, classes.
 
-    preprocess: the dermoscopy preprocessing of raw images (default: the run's config.json)."""
+    preprocess: the dermoscopy preprocessing of raw images (default: the run's config.json).
+    metadata: a CSV (image_id, age, sex, site) whose rows are fused into the probabilities by the
+    run's metadata model (utils.scoring.metadata_fusion; fitted on the run's training split)."""
     from utils.training import models
 
     config = run_config(model_path)
@@ -165,10 +168,31 @@ def predict_path(model_path: str | os.PathLike, source: str | os.PathLike,
     preprocess = preprocess if preprocess is not None else config.get("preprocess")
     probs = predict_files(model, files, int(size), batch_size,
                           config.get("resize_policy", "crop"), tta_views, preprocess)
+    if metadata is not None:
+        probs = fused_probabilities(model_path, probs, [p.stem for p in files], classes,
+                                    metadata)
     frame = pd.DataFrame({"image_id": [p.stem for p in files],
                           "path": [str(p.resolve()) for p in files],
                           "predicted": [classes[k] for k in probs.argmax(axis=1)]})
     return pd.concat([frame, pd.DataFrame(probs, columns=list(classes))], axis=1)
+
+
+def fused_probabilities(model_path: str | os.PathLike, probs: np.ndarray,
+                        image_ids: Sequence[str], classes: Sequence[str],
+                        metadata: str | os.PathLike) -> np.ndarray:
+    """`probs` fused with the metadata rows of `image_ids` by the run folder's metadata model."""
+    from utils.data.manifest import load_manifest
+    from utils.scoring import metadata_fusion
+
+    run_dir = Path(model_path).resolve().parent
+    if not (run_dir / runs.MANIFEST).is_file():
+        raise DataError(f"{paths.display(run_dir)}: --metadata needs the run folder beside the "
+                        f"model ({runs.MANIFEST}: the training images the metadata model is "
+                        "fitted on)")
+    model = metadata_fusion.run_model(run_dir, load_manifest(run_dir / runs.MANIFEST), classes)
+    return metadata_fusion.fuse_images(probs, image_ids,
+                                       metadata_fusion.read_metadata_csv(metadata), model,
+                                       str(metadata))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -188,6 +212,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     views.add_argument("--no-tta", dest="tta", action="store_false",
                        help="one view, even where the run's recipe predicts with TTA")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--metadata", default=None, metavar="CSV",
+                        help="patient metadata of the images (columns image_id, age, sex, site; "
+                             "values may be empty), fused into the probabilities by the run's "
+                             "metadata model: the result of a recipe with metadata_fusion")
     parser.add_argument("--preprocess", default=None,
                         help="dermoscopy preprocessing of the images (default: the run's "
                              "config.json; none without one), e.g. colour,hair,fov")
@@ -200,9 +228,14 @@ def run(args: argparse.Namespace) -> int:
                else args.tta)
     frame = predict_path(args.model, args.source, args.image_size, args.dataset,
                          tuple(tta.DIHEDRAL_VIEWS) if use_tta else None, args.batch_size,
-                         preprocess=args.preprocess)
+                         preprocess=args.preprocess, metadata=args.metadata)
     fileio.write_csv(args.out, frame)
     counts = frame["predicted"].value_counts().to_dict()
+    fused = " fused with metadata" if args.metadata else ""
     print(f"wrote {paths.display(args.out)}: {len(frame)} images "
-          f"({'8-view TTA' if use_tta else 'one view'}); predicted classes {counts}")
+          f"({'8-view TTA' if use_tta else 'one view'}{fused}); predicted classes {counts}")
+    if args.metadata is None and run_config(args.model).get("metadata_fusion"):
+        print("note: this run's recipe fuses patient metadata (metadata_fusion); these are the "
+              "image model's probabilities alone. Pass --metadata CSV (image_id, age, sex, "
+              "site) for the recipe's result.")
     return 0

@@ -8,6 +8,8 @@ sites (face, scalp), angiomas and dermatofibromas from particular sites.
 The metadata model is a multinomial logistic regression on [age missing, age / 100,
 (age / 100)^2, male, female, one indicator per body site of the training split], fitted on the
 TRAINING split only, with balanced class weights. Nothing is fitted on validation or test.
+HAM10000's `dx_type` (how the diagnosis was confirmed) is never a feature: it is not known before
+the diagnosis and leaks the label (utils.studies.metadata_leak).
 
 The fusion is a product of experts: both models are trained class-balanced (the image model by
 balanced sampling or class weights), so each approximates the posterior under a uniform class
@@ -148,6 +150,43 @@ def fused_frame(frame: pd.DataFrame, manifest: pd.DataFrame,
     out = frame.copy()
     out[classes] = fused
     return out
+
+
+def read_metadata_csv(path: str | Path) -> pd.DataFrame:
+    """A metadata CSV for new images: image_id (the file name without extension), age, sex,
+    site (values may be empty), indexed by image_id."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"image_id": str, "sex": str, "site": str})
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise DataError(f"{path}: not a readable CSV ({error}); it needs columns image_id, "
+                        "age, sex, site") from None
+    missing = [c for c in ("image_id", *METADATA_FIELDS) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: no column(s) {missing}; a metadata CSV has columns image_id, "
+                        "age, sex, site (values may be empty)")
+    ages = pd.to_numeric(frame["age"], errors="coerce")
+    bad = frame.loc[ages.isna() & frame["age"].notna(), "image_id"]
+    if len(bad):
+        raise DataError(f"{path}: age is not a number for image(s) {bad.head(3).tolist()}; "
+                        "write years, or leave it empty")
+    repeated = frame.loc[frame["image_id"].duplicated(), "image_id"]
+    if len(repeated):
+        raise DataError(f"{path}: image id(s) {repeated.head(3).tolist()} appear more than "
+                        "once; keep one row per image")
+    return frame.assign(age=ages).set_index("image_id")
+
+
+def fuse_images(probs: np.ndarray, image_ids: Sequence[str], metadata: pd.DataFrame,
+                model: dict[str, Any], source: str = "metadata CSV") -> np.ndarray:
+    """Image probabilities (n, K) of `image_ids` fused with the metadata model's, their rows
+    found in `metadata` (indexed by image_id; read_metadata_csv)."""
+    absent = [i for i in image_ids if i not in metadata.index]
+    if absent:
+        raise DataError(f"{source}: no row for image(s) {absent[:3]}; add one per image (age, "
+                        "sex and site may be left empty)")
+    rows = metadata.loc[list(image_ids), list(METADATA_FIELDS)].reset_index(drop=True)
+    return fuse(np.asarray(probs, float), probabilities(model, rows))
 
 
 def run_model(run_dir: str | Path, manifest: pd.DataFrame,

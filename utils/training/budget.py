@@ -9,16 +9,19 @@ epoch end and the final predictions. Before training, `size_run` measures on thi
 a throw-away probe of the same model and pipeline: the tracing time, seconds per training step
 (a dozen steps after tracing) and seconds per prediction batch. It then sets the number of epochs
 (and, when not even `min_epochs` fit at the preferred image size, the next smaller candidate
-size) so that what was measured adds up to the budget less a safety margin; a deadline callback
-stops training early should the machine slow down. The measurements, the chosen sizes, the CPU
+size) so that what was measured adds up to the budget less a safety margin. The plan only
+predicts: training itself runs until the deadline (the budget less the final predictions), the
+cosine following the clock, so a run whose dozen timed steps were pessimistic trains more epochs
+than planned instead of leaving its budget unused, and a deadline callback stops training early
+should the machine be slower than measured. The measurements, the chosen sizes, the CPU
 time other processes took during the run (a shared machine runs slower) and the outcome go to
 the run folder's budget.json (utils.training.runs.BUDGET) and the resolved config.json.
 
 The sizes depend on the machine: the same command elsewhere trains a different number of epochs.
-To replay a run, pass its recorded sizes with sizing off (`--budget-s 0 --epochs N
---image-size S`, see `replay_arguments`). A run that fell behind its plan had its cosine moved on
-by the clock (utils.training.optim.cosine_callback), which a replay without a deadline does not
-repeat: same sizes, not exactly the same schedule.
+To replay a run, pass the epochs it trained and its image size with sizing off (`--budget-s 0
+--epochs N --image-size S`, see `replay_arguments`). Its cosine followed the clock
+(utils.training.optim.cosine_callback), which a replay without a deadline does not repeat: same
+sizes, not exactly the same schedule.
 """
 from __future__ import annotations
 
@@ -311,6 +314,7 @@ def record_outcome(run_dir: Path, config: TrainConfig) -> dict | None:
         "duration_s": info.get("duration_s"),
         "within_budget": bool(info.get("duration_s", math.inf) <= report["budget_s"]),
         "epochs_completed": epochs_done,
+        "epochs_planned": int(report["chosen"]["epochs"]),
         "stopped_by_deadline": epochs_done < report["chosen"]["epochs"],
         "other_processes_cpu_share": others_share(report["cpu_start"], cpu_snapshot()),
     }
@@ -340,14 +344,16 @@ def deadline_callback(deadline: float) -> Any:
     return Deadline()
 
 
-def replay_arguments(config: TrainConfig) -> str:
-    """CLI options that replay a sized run without re-measuring (same machine: same result)."""
+def replay_arguments(config: TrainConfig, epochs: int | None = None) -> str:
+    """CLI options that replay a sized run without re-measuring: its image size and `epochs`
+    (the epochs it trained; default: the config's planned ones)."""
     text = f"--budget-s 0 --image-size {config.image_size}" + (
         f" --members {config.members}" if config.members > 1 else "")
     if config.pretrained:
-        text += f" --stage1-epochs {config.stage1_epochs} --stage2-epochs {config.stage2_epochs}"
+        stage2 = config.stage2_epochs if epochs is None else max(1, epochs - config.stage1_epochs)
+        text += f" --stage1-epochs {config.stage1_epochs} --stage2-epochs {stage2}"
     else:
-        text += f" --epochs {config.epochs}"
+        text += f" --epochs {config.epochs if epochs is None else epochs}"
     if config.steps_per_epoch:
         text += f" --steps-per-epoch {config.steps_per_epoch}"
     return text
@@ -405,16 +411,19 @@ def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
            if last.get("final_prediction_passes", 1) > 1 else "") + ".",
     ]
     if outcome:
+        done, planned = outcome["epochs_completed"], chosen["epochs"]
+        followed = "epochs_planned" in outcome  # trained until the deadline (fit_stages)
         lines.append(
             f"- Took {outcome['duration_s']:.0f} s of wall clock "
-            f"({'within' if outcome['within_budget'] else 'OVER'} the budget), "
-            f"{outcome['epochs_completed']} epochs"
-            + (" (stopped early by the deadline)" if outcome["stopped_by_deadline"] else "")
+            f"({'within' if outcome['within_budget'] else 'OVER'} the budget), {done} epochs"
+            + (" (stopped early by the deadline)" if done < planned else
+               f" (trained on to the deadline: {done - planned} more than planned)"
+               if done > planned else "")
             + f"; {shared}. Replay these sizes without re-measuring: `"
-            + replay_arguments(config) + "`"
-            + (" (the rate schedule followed the wall clock once the run fell behind its plan, "
-               "so a replay has the same sizes, not exactly the same schedule)"
-               if outcome["stopped_by_deadline"] else "") + ".")
+            + replay_arguments(config, done if followed else None) + "`"
+            + (" (the rate schedule followed the wall clock, so a replay has the same sizes, "
+               "not exactly the same schedule)" if followed or outcome["stopped_by_deadline"]
+               else "") + ".")
     if report.get("members"):
         lines.append("- Members (one run folder each under members/, sized in turn; the first's "
                      "measurements above): " + "; ".join(

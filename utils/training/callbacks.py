@@ -207,10 +207,12 @@ def best_so_far(run_dir: Path) -> float | None:
 
 def make_callbacks(run_dir: Path, config: TrainConfig, val_dataset: Any, val_labels: np.ndarray,
                    stage: int, stage_epochs: int, start_epoch: int = 0,
-                   deadline: float | None = None, base_lr: float | None = None) -> list:
+                   deadline: float | None = None, base_lr: float | None = None,
+                   schedule_epochs: int | None = None) -> list:
     """Resume, weight averaging, validation metrics (later callbacks read its logs), then
     logging/checkpoints; a wall-clock `deadline` (time.time()) stops training before an epoch
-    that would end after it."""
+    that would end after it. schedule_epochs: the cosine's length when it differs from the
+    stage's planned epochs (a budgeted run's epoch cap)."""
     import keras
 
     from utils.training import averaging
@@ -226,8 +228,8 @@ def make_callbacks(run_dir: Path, config: TrainConfig, val_dataset: Any, val_lab
         from utils.training import optim
 
         callbacks.append(optim.cosine_callback(
-            config.learning_rate if base_lr is None else base_lr, config, stage_epochs,
-            deadline))
+            config.learning_rate if base_lr is None else base_lr, config,
+            schedule_epochs or stage_epochs, deadline))
     average = averaging.make_callback(config, run_dir / runs.average_state_name(stage),
                                       start_epoch, start_epoch + stage_epochs)
     if average is not None:

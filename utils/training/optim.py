@@ -38,7 +38,9 @@ def cosine_callback(base: float, config: TrainConfig, stage_epochs: int,
     deadline (time.time() of a budgeted run's training end): the cosine's progress is the larger
     of the step fraction and the fraction of the wall clock from this stage's start to the
     deadline, so a run that turns out slower than its measurement (and is stopped early by the
-    deadline callback) still anneals to ~0 instead of stopping at a high rate."""
+    deadline callback) still anneals to ~0 instead of stopping at a high rate. A budgeted run
+    passes its epoch cap as `stage_epochs` and trains until the deadline (utils.training.train):
+    the clock leads, and the cosine ends at the deadline however many epochs fit."""
     import time
 
     import keras
@@ -56,8 +58,9 @@ def cosine_callback(base: float, config: TrainConfig, stage_epochs: int,
 
         def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
             step = int(self.model.optimizer.iterations.numpy())
-            if deadline is not None and deadline > self.started:
-                share = (time.time() - self.started) / (deadline - self.started)
+            if deadline is not None:  # a stage begun after its deadline anneals at once
+                share = ((time.time() - self.started) / (deadline - self.started)
+                         if deadline > self.started else 1.0)
                 step = max(step, int(min(1.0, share) * self.total))
             self.model.optimizer.learning_rate = cosine_rate(step, base, self.total, self.warmup)
 

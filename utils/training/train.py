@@ -57,6 +57,11 @@ def _compile(model: Any, lr: Any, config: TrainConfig) -> None:
                   jit_compile=bool(config.jit_compile) and not config.run_eagerly)
 
 
+# a budgeted run's last stage may train up to this many times its planned epochs, until its
+# deadline (fit_stages)
+DEADLINE_EPOCH_FACTOR = 2
+
+
 def stage_plan(config: TrainConfig) -> list[dict]:
     """[(stage, first epoch, last epoch, lr)]: one stage from scratch, two when pre-trained."""
     if not config.pretrained:
@@ -73,12 +78,18 @@ def stage_weights(run_dir: Path, stage: int) -> Path:
 def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_dir: Path,
                class_weight: dict | None, deadline: float | None = None,
                compiled: bool = False) -> None:
-    """Run each stage of stage_plan; completed stages (on resume) are skipped; `deadline`
-    (time.time(), a budgeted run) stops training early; `compiled`: the model is compiled
-    (traced) for the first stage already (a budget's timing probe)."""
+    """Run each stage of stage_plan; completed stages (on resume) are skipped; `compiled`: the
+    model is compiled (traced) for the first stage already (a budget's timing probe).
+
+    deadline (time.time(), a budgeted run): the last stage trains until the deadline, up to
+    DEADLINE_EPOCH_FACTOR times its planned epochs (the plan rests on a dozen timed steps, which
+    can be off by a quarter either way), its cosine spread over that cap or the clock, whichever
+    is further on (optim.cosine_callback); it stops early where the machine is slower than
+    measured."""
     from utils.training import models
 
-    for plan in stage_plan(config):
+    plans = stage_plan(config)
+    for plan in plans:
         stage = plan["stage"]
         if plan["end"] <= plan["start"]:
             continue
@@ -96,13 +107,16 @@ def fit_stages(model: Any, data: dict, labels: dict, config: TrainConfig, run_di
         if not compiled:
             _compile(model, plan["lr"], config)
         compiled = False
+        end = plan["end"]
+        if deadline is not None and plan is plans[-1]:
+            end = plan["start"] + DEADLINE_EPOCH_FACTOR * (plan["end"] - plan["start"])
         model.fit(
-            data["train"], epochs=plan["end"], initial_epoch=plan["start"],
+            data["train"], epochs=end, initial_epoch=plan["start"],
             steps_per_epoch=data["steps"], class_weight=class_weight, verbose=config.verbose,
             shuffle=False,  # tf.data shuffles (seeded, every epoch)
             callbacks=make_callbacks(run_dir, config, data["val"], labels["val"], stage,
                                      plan["end"] - plan["start"], plan["start"], deadline,
-                                     plan["lr"]),
+                                     plan["lr"], schedule_epochs=end - plan["start"]),
         )
         with _keras_tmp(done, ".weights.h5") as tmp:
             model.save_weights(str(tmp))
