@@ -111,7 +111,7 @@ def metadata_requested(out_dir: Path, metadata: bool | None) -> bool:
     return config.is_file() and TrainConfig.load(config).metadata_fusion
 
 
-def metadata_variants(out_dir: Path, split: str, variants: dict[str, pd.DataFrame],
+def metadata_variants(out_dir: Path, variants: dict[str, pd.DataFrame],
                       val_variants: dict[str, pd.DataFrame | None]
                       ) -> list[tuple[str, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]]:
     """(name, fused split frame, fused val frame, summary) of the plain and TTA variants fused
@@ -194,7 +194,7 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
         result["tta"] = {"views": list(views), "predict_s": round(tta_s, 1),
                          **section(variants["tta"], val_variants["tta"])}
     if metadata_requested(out_dir, metadata):
-        for name, fused, val_fused, summary in metadata_variants(out_dir, split, variants,
+        for name, fused, val_fused, summary in metadata_variants(out_dir, variants,
                                                                  val_variants):
             variants[name], val_variants[name] = fused, val_fused
             fileio.write_csv(out_dir / runs.predictions_name(split, name), fused)
