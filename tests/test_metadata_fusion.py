@@ -45,6 +45,10 @@ def test_missing_and_unseen_metadata_still_give_probabilities():
                          "site": ["ear", np.nan]})  # 'ear' never seen in training
     probs = metadata_fusion.probabilities(model, rows)
     assert np.isfinite(probs).all() and np.allclose(probs.sum(axis=1), 1.0)
+    nothing = pd.DataFrame({"age": [np.nan], "sex": [np.nan], "site": [np.nan]})
+    unknown = metadata_fusion.probabilities(model, nothing)  # nothing known: no error
+    logits = np.asarray(model["coef"])[:, 0] + np.asarray(model["intercept"])  # "age missing"
+    assert np.allclose(unknown[0], np.exp(logits) / np.exp(logits).sum())
 
 
 def test_a_class_absent_from_training_gets_no_probability_and_two_classes_work():

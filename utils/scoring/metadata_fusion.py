@@ -73,13 +73,19 @@ def train_digest(train_rows: pd.DataFrame) -> str:
     return f"{len(train_rows)} images, sha1 {hashlib.sha1(ids.encode()).hexdigest()[:16]}"
 
 
-def check_metadata(rows: pd.DataFrame, what: str) -> None:
-    """Raise a DataError when `rows` lack the metadata columns, or every value of all of them."""
+def check_columns(rows: pd.DataFrame, what: str) -> None:
+    """Raise a DataError when `rows` lack a metadata column (values may be missing)."""
     absent = [f for f in METADATA_FIELDS if f not in rows.columns]
     if absent:
         raise DataError(f"{what}: no column(s) {absent}; metadata fusion needs age, sex and site "
                         "(HAM10000 and ISIC 2019 metadata have them): turn it off "
                         "(--no-metadata-fusion, config metadata_fusion=False) for this dataset")
+
+
+def check_metadata(rows: pd.DataFrame, what: str) -> None:
+    """Raise a DataError when `rows` lack the metadata columns, or every value of all of them
+    (what a model is fitted on)."""
+    check_columns(rows, what)
     if all(_missing(rows[f]).all() for f in METADATA_FIELDS):
         raise DataError(f"{what}: age, sex and site are missing on every row; metadata fusion "
                         "has nothing to learn from: turn it off (--no-metadata-fusion, config "
@@ -113,8 +119,9 @@ def fit(train_rows: pd.DataFrame, classes: Sequence[str]) -> dict[str, Any]:
 
 
 def probabilities(model: dict[str, Any], rows: pd.DataFrame) -> np.ndarray:
-    """(n, K) class probabilities of the metadata model for manifest `rows`."""
-    check_metadata(rows, "rows to fuse")
+    """(n, K) class probabilities of the metadata model for manifest `rows` (a missing value
+    counts as unknown)."""
+    check_columns(rows, "rows to fuse")
     logits = (features(rows, model["sites"]) @ np.asarray(model["coef"], float).T
               + np.asarray(model["intercept"], float))
     logits -= logits.max(axis=1, keepdims=True)
