@@ -117,10 +117,7 @@ class TrainConfig:
     members: int = 1  # models trained in turn (seed + 1000 k), averaged into one model.keras
     # --- prediction ---
     predict_tta: bool = False  # the run's result is the mean over 8 dihedral views (plain too)
-    # the run's result is fused with a metadata model (age, sex, site; fitted on the training
-    # split) by the product of the two (utils.scoring.metadata_fusion); the image-only
-    # predictions are reported too
-    metadata_fusion: bool = False
+    metadata_fusion: bool = False  # result fused with a train-split model of age, sex, site
     # --- wall-clock budget (utils.training.budget) ---
     budget: str | None = None  # wall-clock budget + recipe: cpu-30min | cpu-5min
     budget_s: float | None = None  # whole-run wall clock (s): epochs sized by measuring; 0 = off
