@@ -96,7 +96,7 @@ def test_fused_frames_find_metadata_by_image_id_and_refuse_strangers():
     expected = metadata_fusion.probabilities(model, rows.iloc[::-1])
     assert np.allclose(fused[CLASSES].to_numpy(), expected)
     assert list(fused["image_id"]) == list(frame["image_id"])
-    with pytest.raises(DataError, match="not in the manifest"):
+    with pytest.raises(DataError, match="run.s manifest: no row for image"):
         metadata_fusion.fused_frame(frame.assign(image_id="X"), rows, model)
     with pytest.raises(DataError, match="differ from the metadata model"):
         metadata_fusion.fused_frame(frame.rename(columns={"c": "z"}), rows, model)

@@ -120,3 +120,19 @@ def test_the_metadata_variant_rescores_the_base_runs_with_the_fused_predictions(
     classes = [c for c in val.columns if c not in rows.columns[:5]]
     assert np.allclose(fused, expected[classes].to_numpy())
     assert not np.allclose(fused, plain)
+
+
+def test_tta_frames_are_predicted_once_per_run(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from utils.evaluation import evaluate
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "base-seed0")
+    calls = []
+    real = evaluate.tta_predictions
+    monkeypatch.setattr(evaluate, "tta_predictions",
+                        lambda *args: calls.append(args[0]) or real(*args))
+    cache: dict = {}
+    _, tta = selection.val_probabilities([run_dir], tta=True, tta_frames=cache)
+    _, fused = selection.val_probabilities([run_dir], tta=True, metadata=True, tta_frames=cache)
+    assert calls == [run_dir] and not np.allclose(tta, fused)

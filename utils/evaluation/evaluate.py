@@ -111,19 +111,18 @@ def metadata_requested(out_dir: Path, metadata: bool | None) -> bool:
     return config.is_file() and TrainConfig.load(config).metadata_fusion
 
 
-def metadata_variants(out_dir: Path, variants: dict[str, pd.DataFrame],
+def metadata_variants(out_dir: Path, manifest: pd.DataFrame | None,
+                      variants: dict[str, pd.DataFrame],
                       val_variants: dict[str, pd.DataFrame | None]
                       ) -> list[tuple[str, pd.DataFrame, pd.DataFrame | None, dict[str, Any]]]:
     """(name, fused split frame, fused val frame, summary) of the plain and TTA variants fused
-    with the run's metadata model (fitted on its training split)."""
+    with the run's metadata model (fitted on the training split of its `manifest`)."""
     from utils.scoring import metadata_fusion
 
-    manifest_path = out_dir / runs.MANIFEST
-    if not manifest_path.is_file():
+    if manifest is None:
         raise DataError(f"{paths.display(out_dir)}: metadata fusion needs the run's "
                         f"{runs.MANIFEST} (age, sex and site of every image, and which images "
                         "trained the model)")
-    manifest = load_manifest(manifest_path)
     classes = predictions.class_columns(variants["plain"])
     model = metadata_fusion.run_model(out_dir, manifest, classes)
     summary = {"metadata_model": metadata_fusion.MODEL_FILE, "fitted_on": model["fitted_on"],
@@ -193,8 +192,12 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
         tta_s = time.perf_counter() - tta_started  # the TTA predictions (split and val), no scoring
         result["tta"] = {"views": list(views), "predict_s": round(tta_s, 1),
                          **section(variants["tta"], val_variants["tta"])}
-    if metadata_requested(out_dir, metadata):
-        for name, fused, val_fused, summary in metadata_variants(out_dir, variants,
+    fuse_metadata = metadata_requested(out_dir, metadata)
+    manifest_path = out_dir / runs.MANIFEST
+    manifest = (load_manifest(manifest_path) if (fuse_metadata or subgroups)
+                and manifest_path.is_file() else None)
+    if fuse_metadata:
+        for name, fused, val_fused, summary in metadata_variants(out_dir, manifest, variants,
                                                                  val_variants):
             variants[name], val_variants[name] = fused, val_fused
             fileio.write_csv(out_dir / runs.predictions_name(split, name), fused)
@@ -216,8 +219,6 @@ def evaluate(target: str | os.PathLike, split: str = "test", n_boot: int = metri
             confidence_source="temperature-scaled" if calibrate else "plain")
         tables[runs.SELECTIVE] = selective_module.table(result["selective"])
     if subgroups:
-        manifest_path = out_dir / runs.MANIFEST
-        manifest = load_manifest(manifest_path) if manifest_path.is_file() else None
         result["subgroups"] = subgroups_module.subgroup_section(frame, manifest, n_boot, seed)
         tables[runs.SUBGROUPS] = subgroups_module.table(result["subgroups"])
     if corruptions:

@@ -224,8 +224,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from utils.evaluation import tta
 
-    use_tta = (bool(run_config(args.model).get("predict_tta", False)) if args.tta is None
-               else args.tta)
+    config = run_config(args.model)
+    use_tta = bool(config.get("predict_tta", False)) if args.tta is None else args.tta
     frame = predict_path(args.model, args.source, args.image_size, args.dataset,
                          tuple(tta.DIHEDRAL_VIEWS) if use_tta else None, args.batch_size,
                          preprocess=args.preprocess, metadata=args.metadata)
@@ -234,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     fused = " fused with metadata" if args.metadata else ""
     print(f"wrote {paths.display(args.out)}: {len(frame)} images "
           f"({'8-view TTA' if use_tta else 'one view'}{fused}); predicted classes {counts}")
-    if args.metadata is None and run_config(args.model).get("metadata_fusion"):
+    if args.metadata is None and config.get("metadata_fusion"):
         print("note: this run's recipe fuses patient metadata (metadata_fusion); these are the "
               "image model's probabilities alone. Pass --metadata CSV (image_id, age, sex, "
               "site) for the recipe's result.")

@@ -147,15 +147,9 @@ def fused_frame(frame: pd.DataFrame, manifest: pd.DataFrame,
         raise DataError(f"predictions classes {classes} differ from the metadata model's "
                         f"{model['classes']}: fit it on this run's manifest")
     by_id = manifest.drop_duplicates("image_id").set_index("image_id")
-    unknown = frame.loc[~frame["image_id"].isin(by_id.index), "image_id"]
-    if len(unknown):
-        raise DataError(f"predictions image(s) {unknown.head(3).tolist()} are not in the "
-                        "manifest, so their metadata is unknown; fuse predictions of the run's "
-                        "own manifest")
-    rows = by_id.loc[frame["image_id"], list(METADATA_FIELDS)].reset_index(drop=True)
-    fused = fuse(frame[classes].to_numpy(float), probabilities(model, rows))
     out = frame.copy()
-    out[classes] = fused
+    out[classes] = fuse_images(frame[classes].to_numpy(float), frame["image_id"].tolist(),
+                               by_id, model, "the run's manifest")
     return out
 
 
@@ -188,11 +182,12 @@ def fuse_images(probs: np.ndarray, image_ids: Sequence[str], metadata: pd.DataFr
                 model: dict[str, Any], source: str = "metadata CSV") -> np.ndarray:
     """Image probabilities (n, K) of `image_ids` fused with the metadata model's, their rows
     found in `metadata` (indexed by image_id; read_metadata_csv)."""
-    absent = [i for i in image_ids if i not in metadata.index]
-    if absent:
-        raise DataError(f"{source}: no row for image(s) {absent[:3]}; add one per image (age, "
-                        "sex and site may be left empty)")
-    rows = metadata.loc[list(image_ids), list(METADATA_FIELDS)].reset_index(drop=True)
+    ids = pd.Index(image_ids)
+    absent = ids[~ids.isin(metadata.index)]
+    if len(absent):
+        raise DataError(f"{source}: no row for image(s) {absent[:3].tolist()}, so their metadata "
+                        "is unknown; add one per image (age, sex and site may be left empty)")
+    rows = metadata.loc[ids, list(METADATA_FIELDS)].reset_index(drop=True)
     return fuse(np.asarray(probs, float), probabilities(model, rows))
 
 

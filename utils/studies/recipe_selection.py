@@ -104,21 +104,26 @@ def run_folder(root: Path, variant: str, seed: int) -> Path:
     return root / f"{variant}-seed{seed}"
 
 
-def val_probabilities(run_dirs: Sequence[Path], tta: bool = False,
-                      metadata: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+def val_probabilities(run_dirs: Sequence[Path], tta: bool = False, metadata: bool = False,
+                      tta_frames: dict[Path, pd.DataFrame] | None = None
+                      ) -> tuple[pd.DataFrame, np.ndarray]:
     """(validation rows, mean class probabilities over the runs) of finished run folders;
-    tta: re-predicted over the 8 dihedral views; metadata: fused with the run's metadata model."""
+    tta: re-predicted over the 8 dihedral views (kept in `tta_frames` by run folder, so the tta
+    and tta_metadata rows predict once); metadata: fused with the run's metadata model."""
     from utils.scoring.predictions import class_columns, read_predictions
 
+    tta_frames = {} if tta_frames is None else tta_frames
     frames = []
     for run_dir in run_dirs:
         frame = read_predictions(run_dir / runs.predictions_name("val"))
-        if tta:
+        if tta and run_dir not in tta_frames:
             from utils.evaluation import evaluate
             from utils.evaluation import tta as tta_module
 
-            frame = evaluate.tta_predictions(run_dir, "val", class_columns(frame),
-                                             tuple(tta_module.DIHEDRAL_VIEWS))
+            tta_frames[run_dir] = evaluate.tta_predictions(run_dir, "val", class_columns(frame),
+                                                           tuple(tta_module.DIHEDRAL_VIEWS))
+        if tta:
+            frame = tta_frames[run_dir]
         if metadata:
             from utils.data.manifest import load_manifest
             from utils.scoring import metadata_fusion
@@ -227,10 +232,12 @@ def select(base: TrainConfig, seeds: Sequence[int], variants: Sequence[str], roo
         for seed, folders in by_seed.items():
             rows, probs = val_probabilities(folders)
             results.setdefault(variant, {})[seed] = probs
+    tta_frames: dict[Path, pd.DataFrame] = {}
     for variant in (v for v in variants if v in RESCORED and "base" in trained):
         tta, metadata = RESCORED[variant]
         for seed, folders in trained["base"].items():
-            _, results.setdefault(variant, {})[seed] = val_probabilities(folders, tta, metadata)
+            _, results.setdefault(variant, {})[seed] = val_probabilities(
+                folders, tta, metadata, tta_frames)
     y = rows["label_index"].to_numpy(int)
     table = compare(results, y, rows["lesion_id"].astype(str).to_numpy(), n_boot=n_boot)
     summaries = {v: run_info_summary([f for fs in trained["base" if v in RESCORED else v].values()

@@ -412,7 +412,6 @@ def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
     ]
     if outcome:
         done, planned = outcome["epochs_completed"], chosen["epochs"]
-        followed = "epochs_planned" in outcome  # trained until the deadline (fit_stages)
         lines.append(
             f"- Took {outcome['duration_s']:.0f} s of wall clock "
             f"({'within' if outcome['within_budget'] else 'OVER'} the budget), {done} epochs"
@@ -420,10 +419,8 @@ def card_lines(run_dir: Path, config: TrainConfig) -> list[str]:
                f" (trained on to the deadline: {done - planned} more than planned)"
                if done > planned else "")
             + f"; {shared}. Replay these sizes without re-measuring: `"
-            + replay_arguments(config, done if followed else None) + "`"
-            + (" (the rate schedule followed the wall clock, so a replay has the same sizes, "
-               "not exactly the same schedule)" if followed or outcome["stopped_by_deadline"]
-               else "") + ".")
+            + replay_arguments(config, done) + "` (the rate schedule followed the wall clock, "
+            "so a replay has the same sizes, not exactly the same schedule).")
     if report.get("members"):
         lines.append("- Members (one run folder each under members/, sized in turn; the first's "
                      "measurements above): " + "; ".join(

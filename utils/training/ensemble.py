@@ -26,8 +26,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 
 from utils.training import runs
-from utils.training.config import MEMBER_SEED_STRIDE as SEED_STRIDE
-from utils.training.config import TrainConfig
+from utils.training.config import MEMBER_SEED_STRIDE, TrainConfig
 
 LAYER_PREFIX = "member"  # the ensemble model's sub-models: member0, member1, ...
 
@@ -38,7 +37,7 @@ def member_dir(run_dir: Path, k: int) -> Path:
 
 def member_config(config: TrainConfig, k: int, budget_s: float | None) -> TrainConfig:
     """The TrainConfig of member k: one model, its own seed, its share of the budget."""
-    return replace(config, members=1, seed=config.seed + SEED_STRIDE * k,
+    return replace(config, members=1, seed=config.seed + MEMBER_SEED_STRIDE * k,
                    budget_s=config.budget_s if budget_s is None else budget_s)
 
 
